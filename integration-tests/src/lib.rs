@@ -1,0 +1,15 @@
+//! Offline, reproducible test fixtures and harnesses shared by berth's tests:
+//!
+//! - [`fixtures::rootfs`]: a busybox root filesystem described as tar-like
+//!   entries, built from Debian's `busybox-static`;
+//! - [`fixtures::bundle`]: an OCI runtime bundle (config.json + rootfs);
+//! - [`fixtures::image`]: OCI image layouts (one layer, several layers with
+//!   whiteouts and hard links, an image index) whose digests are the same on
+//!   every build;
+//! - [`registry`]: Debian's `docker-registry` on a free 127.0.0.1 port,
+//!   fed with those images by `skopeo`;
+//! - [`bins`]: where the workspace's built binaries are.
+
+pub mod bins;
+pub mod fixtures;
+pub mod registry;
