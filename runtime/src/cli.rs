@@ -1,17 +1,365 @@
-use clap::Parser;
+//! runc's command line: the same commands, flags and exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands::{self, Global};
+
+const DEFAULT_ROOT: &str = "/run/berth-runtime";
 
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    name = "berth-runtime",
+    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    about = "Open Container Initiative runtime (runc-compatible)",
+    long_about = "berth-runtime is a command line client for running applications packaged \
+                  according to the Open Container Initiative (OCI) format, with runc's \
+                  commands, flags and state formats."
+)]
 struct Cli {
-    /// Command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// Enable debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Set the log file to write runtime logs to (default: stderr).
+    #[arg(long, value_name = "PATH", global = true)]
+    log: Option<PathBuf>,
+    /// Set the log format ('text' (default), or 'json').
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    /// Root directory for storage of container state (this should be located in tmpfs).
+    #[arg(long, value_name = "DIR", global = true)]
+    root: Option<PathBuf>,
+    /// Enable systemd cgroup support: expects cgroupsPath to be "slice:prefix:name".
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Ignore cgroup permission errors ('true', 'false', or 'auto').
+    #[arg(long, value_name = "VALUE", default_value = "auto", global = true)]
+    rootless: String,
+    #[command(subcommand)]
+    command: Command,
 }
 
-pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    anyhow::bail!(
-        "{:?}: not implemented yet in this build",
-        cli.args.first().map(String::as_str).unwrap_or("")
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Path to the root of the bundle directory, defaults to the current directory.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Specify the file to write the process id to.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot root to jail process inside rootfs.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring for the container.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Container id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Path to an AF_UNIX socket which will receive the pty master.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Current working directory in the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set environment variables.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// UID (format: <uid>[:<gid>]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional gids.
+    #[arg(short = 'g', long, value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Path to the process.json.
+    #[arg(short, long, value_name = "PATH")]
+    pub process: Option<PathBuf>,
+    /// Detach from the container's process.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Specify the file to write the process id to.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Set the no new privileges value for the process.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Add a capability to the bounding set for the process.
+    #[arg(short, long, value_name = "CAP")]
+    pub cap: Vec<String>,
+    /// Pass N additional file descriptors to the process.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Allow exec in a paused container.
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Container id.
+    pub id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Path to a file containing the resources to update, or '-' to read from stdin.
+    #[arg(short, long, value_name = "PATH")]
+    pub resources: Option<PathBuf>,
+    /// Specifies per cgroup weight, range is from 10 to 1000.
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period to be used for hardcapping (in usecs).
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period.
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPU realtime period to be used for hardcapping (in usecs).
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime hardcap limit (in usecs).
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares (relative weight vs. other containers).
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPU(s) to use.
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory node(s) to use.
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit (in bytes, or with a k/m/g suffix).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Memory reservation or soft_limit (in bytes, or with a suffix).
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    /// Total memory usage (memory + swap); set '-1' to enable unlimited swap.
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Maximum number of pids allowed in the container.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Container id.
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container.
+    Create(CreateArgs),
+    /// Execute the user defined process in a created container.
+    Start { id: String },
+    /// Create and run a container.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Detach from the container's process.
+        #[arg(short, long)]
+        detach: bool,
+        /// Do not delete the container after it exits.
+        #[arg(long)]
+        keep: bool,
+        /// Disable the use of the subreaper used to reap reparented processes.
+        #[arg(long)]
+        no_subreaper: bool,
+    },
+    /// Output the state of a container.
+    State { id: String },
+    /// Kill sends the specified signal (default: SIGTERM) to the container's init process.
+    Kill {
+        /// Send the specified signal to all processes inside the container.
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        signal: Option<String>,
+    },
+    /// Delete any resources held by the container often used with detached containers.
+    Delete {
+        /// Forcibly deletes the container if it is still running (uses SIGKILL).
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Lists containers started by berth-runtime with the given root.
+    List {
+        /// Select one of: table or json.
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Display only container IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// ps displays the processes running inside a container.
+    Ps {
+        /// Select one of: table or json.
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        /// ps(1) options (default: -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Execute new process inside the container.
+    Exec(ExecArgs),
+    /// Pause suspends all processes inside the container.
+    Pause { id: String },
+    /// Resumes all processes that have been previously paused.
+    Resume { id: String },
+    /// Display container events such as OOM notifications, cpu, memory, and IO usage statistics.
+    Events {
+        /// Set the stats collection interval.
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        /// Display the container's stats then exit.
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
+    /// Update container resource constraints.
+    Update(UpdateArgs),
+    /// Create a new specification file.
+    Spec {
+        /// Path to the root of the bundle directory.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Generate a configuration for a rootless container.
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Show the enabled features.
+    Features,
+    /// Checkpoint a running container (not supported).
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Restore a container from a previous checkpoint (not supported).
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn default_root(rootless: bool) -> PathBuf {
+    if rootless {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+            return PathBuf::from(dir).join("berth-runtime");
+        }
+    }
+    PathBuf::from(DEFAULT_ROOT)
+}
+
+fn needs_readonly_exe(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
     )
+}
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => crate::logger::Format::Text,
+        LogFormat::Json => crate::logger::Format::Json,
+    };
+    if let Err(e) = crate::logger::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("opening log file: {e}");
+        return 1;
+    }
+    let rootless = match cli.rootless.as_str() {
+        "true" => true,
+        "false" => false,
+        "auto" => !nix::unistd::geteuid().is_root(),
+        other => {
+            report(&format!(
+                "invalid --rootless value {other:?}: use true, false or auto"
+            ));
+            return 1;
+        }
+    };
+    if needs_readonly_exe(&cli.command) {
+        if let Err(e) = crate::exe::ensure_readonly() {
+            report(&e.to_string());
+            return 1;
+        }
+    }
+    let g = Global {
+        root: crate::container::Root::new(
+            &cli.root.clone().unwrap_or_else(|| default_root(rootless)),
+        ),
+        systemd_cgroup: cli.systemd_cgroup,
+        rootless,
+    };
+    let result = match cli.command {
+        Command::Create(a) => commands::create::create_cmd(&g, &a).map(|()| 0),
+        Command::Start { id } => commands::start::start(&g, &id).map(|()| 0),
+        Command::Run {
+            create,
+            detach,
+            keep,
+            no_subreaper,
+        } => commands::create::run(&g, &create, detach, keep, no_subreaper),
+        Command::State { id } => commands::state::state(&g, &id).map(|()| 0),
+        Command::Kill { all, id, signal } => {
+            commands::kill::kill(&g, &id, signal.as_deref(), all).map(|()| 0)
+        }
+        Command::Delete { force, id } => commands::delete::delete(&g, &id, force).map(|()| 0),
+        Command::List { format, quiet } => commands::state::list(&g, &format, quiet).map(|()| 0),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => commands::ps::ps(&g, &id, &format, &ps_args).map(|()| 0),
+        Command::Exec(a) => commands::exec::exec(&g, &a),
+        Command::Pause { id } => commands::pause::pause(&g, &id).map(|()| 0),
+        Command::Resume { id } => commands::pause::resume(&g, &id).map(|()| 0),
+        Command::Events {
+            interval,
+            stats,
+            id,
+        } => commands::events::events(&g, &id, &interval, stats).map(|()| 0),
+        Command::Update(a) => commands::update::update(&g, &a).map(|()| 0),
+        Command::Spec { bundle, rootless } => commands::spec::spec(&bundle, rootless).map(|()| 0),
+        Command::Features => commands::spec::features().map(|()| 0),
+        Command::Checkpoint { .. } | Command::Restore { .. } => Err(anyhow::anyhow!(
+            "checkpoint/restore is not supported by berth-runtime (no CRIU integration)"
+        )),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(&format!("{e:#}"));
+            1
+        }
+    }
+}
+
+/// Logs an error as runc does: a log line (to the log file, or stderr), and
+/// the bare message on stderr when the log went to a file.
+fn report(msg: &str) {
+    crate::logger::error(msg);
+    if crate::logger::logs_to_file() {
+        eprintln!("{msg}");
+    }
 }

@@ -1,3 +1,3 @@
-fn main() -> anyhow::Result<()> {
-    berth_runtime::cli::main()
+fn main() {
+    std::process::exit(berth_runtime::cli::main())
 }

@@ -1,0 +1,215 @@
+//! Cgroups through youki's `libcgroups` (v1, v2 and the systemd driver),
+//! with runc's policy on top:
+//!
+//! - without `cgroupsPath` a container goes to `/<id>` (cgroupfs) or
+//!   `system.slice:berth:<id>` (systemd), as runc does;
+//! - the systemd driver is refused clearly where systemd is not running,
+//!   instead of silently falling back to cgroupfs;
+//! - a missing `devices` controller on v1 is fatal (the device allow-list is
+//!   a security boundary); a controller that is not mounted is skipped unless
+//!   the spec sets a limit on it, which `libcgroups` reports as an error.
+
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{
+    self, AnyCgroupManager, CgroupManager, CgroupSetup, ControllerOpt, FreezerState,
+};
+use nix029::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Spec};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error(
+        "the systemd cgroup driver was requested, but systemd is not running on this host \
+         (no /run/systemd/system); drop --systemd-cgroup to use cgroupfs"
+    )]
+    NoSystemd,
+    #[error(
+        "the systemd cgroup driver needs a unified (v2) cgroup hierarchy; this host is {0}: \
+         drop --systemd-cgroup to use cgroupfs"
+    )]
+    SystemdNeedsV2(String),
+    #[error("systemd cgroupsPath must be \"slice:prefix:name\", got {0:?}")]
+    BadSystemdPath(String),
+    #[error(
+        "the devices cgroup controller is not mounted: refusing to run a container \
+         without a device allow-list"
+    )]
+    NoDevicesController,
+    #[error("cgroup setup: {0}")]
+    Setup(String),
+    #[error("cgroup {path}: {msg}")]
+    Manager { path: PathBuf, msg: String },
+}
+
+/// Where a container's cgroup is and which driver manages it; stored in the
+/// container's state so later commands find the same cgroup.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CgroupConfig {
+    pub path: PathBuf,
+    pub systemd: bool,
+    pub name: String,
+}
+
+fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn setup() -> Result<CgroupSetup, CgroupError> {
+    common::get_cgroup_setup().map_err(|e| CgroupError::Setup(e.to_string()))
+}
+
+/// Decides the cgroup for container `id` from the spec and `--systemd-cgroup`.
+pub fn config_for(spec: &Spec, id: &str, systemd: bool) -> Result<CgroupConfig, CgroupError> {
+    let given = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    if systemd {
+        if !systemd_running() {
+            return Err(CgroupError::NoSystemd);
+        }
+        let s = setup()?;
+        if !matches!(s, CgroupSetup::Unified) {
+            return Err(CgroupError::SystemdNeedsV2(s.to_string()));
+        }
+        let path = given.unwrap_or_else(|| PathBuf::from(format!("system.slice:berth:{id}")));
+        if path.to_string_lossy().split(':').count() != 3 {
+            return Err(CgroupError::BadSystemdPath(path.display().to_string()));
+        }
+        return Ok(CgroupConfig {
+            path,
+            systemd: true,
+            name: id.to_owned(),
+        });
+    }
+    let path = given.unwrap_or_else(|| PathBuf::from(format!("/{id}")));
+    Ok(CgroupConfig {
+        path,
+        systemd: false,
+        name: id.to_owned(),
+    })
+}
+
+fn manager(cfg: &CgroupConfig) -> Result<AnyCgroupManager, CgroupError> {
+    common::create_cgroup_manager(common::CgroupConfig {
+        cgroup_path: cfg.path.clone(),
+        systemd_cgroup: cfg.systemd,
+        container_name: cfg.name.clone(),
+    })
+    .map_err(|e| CgroupError::Manager {
+        path: cfg.path.clone(),
+        msg: e.to_string(),
+    })
+}
+
+fn err(cfg: &CgroupConfig, e: impl std::fmt::Display) -> CgroupError {
+    CgroupError::Manager {
+        path: cfg.path.clone(),
+        msg: e.to_string(),
+    }
+}
+
+fn v1_mount(ctrl: libcgroups::v1::ControllerType) -> Option<PathBuf> {
+    libcgroups::v1::util::get_subsystem_mount_point(&ctrl).ok()
+}
+
+/// Creates the cgroup, moves `pid` into it and applies the spec's limits.
+pub fn setup_for(
+    cfg: &CgroupConfig,
+    resources: Option<&LinuxResources>,
+    pid: i32,
+) -> Result<(), CgroupError> {
+    if !cfg.systemd
+        && matches!(setup()?, CgroupSetup::Legacy | CgroupSetup::Hybrid)
+        && v1_mount(libcgroups::v1::ControllerType::Devices).is_none()
+    {
+        return Err(CgroupError::NoDevicesController);
+    }
+    let m = manager(cfg)?;
+    m.add_task(Pid::from_raw(pid)).map_err(|e| err(cfg, e))?;
+    apply(cfg, &m, resources)
+}
+
+fn apply(
+    cfg: &CgroupConfig,
+    m: &AnyCgroupManager,
+    resources: Option<&LinuxResources>,
+) -> Result<(), CgroupError> {
+    let default = LinuxResources::default();
+    let resources = resources.unwrap_or(&default);
+    let opt = ControllerOpt {
+        resources,
+        disable_oom_killer: resources
+            .memory()
+            .as_ref()
+            .and_then(|m| m.disable_oom_killer())
+            .unwrap_or(false),
+        oom_score_adj: None,
+        freezer_state: None,
+    };
+    m.apply(&opt).map_err(|e| err(cfg, e))
+}
+
+/// Applies new limits to an existing container (`update`).
+pub fn update(cfg: &CgroupConfig, resources: &LinuxResources) -> Result<(), CgroupError> {
+    let m = manager(cfg)?;
+    apply(cfg, &m, Some(resources))
+}
+
+pub fn freeze(cfg: &CgroupConfig, frozen: bool) -> Result<(), CgroupError> {
+    let state = if frozen {
+        FreezerState::Frozen
+    } else {
+        FreezerState::Thawed
+    };
+    manager(cfg)?.freeze(state).map_err(|e| err(cfg, e))
+}
+
+/// Every process in the container's cgroup.
+pub fn pids(cfg: &CgroupConfig) -> Result<Vec<i32>, CgroupError> {
+    let mut pids: Vec<i32> = manager(cfg)?
+        .get_all_pids()
+        .map_err(|e| err(cfg, e))?
+        .into_iter()
+        .map(Pid::as_raw)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+pub fn stats(cfg: &CgroupConfig) -> Result<libcgroups::stats::Stats, CgroupError> {
+    manager(cfg)?.stats().map_err(|e| err(cfg, e))
+}
+
+/// Removes the cgroup (killing anything left in it).
+pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
+    manager(cfg)?.remove().map_err(|e| err(cfg, e))
+}
+
+/// Whether the container's cgroup is frozen. Reads one file; any doubt
+/// (no freezer, no cgroup) reads as "not frozen".
+pub fn is_frozen(cfg: &CgroupConfig) -> bool {
+    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
+    match setup() {
+        Ok(CgroupSetup::Unified) if !cfg.systemd => std::fs::read_to_string(
+            Path::new(common::DEFAULT_CGROUP_ROOT)
+                .join(rel)
+                .join("cgroup.freeze"),
+        )
+        .is_ok_and(|s| s.trim() == "1"),
+        Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => {
+            v1_mount(libcgroups::v1::ControllerType::Freezer).is_some_and(|mnt| {
+                std::fs::read_to_string(mnt.join(rel).join("freezer.state"))
+                    .is_ok_and(|s| s.trim() == "FROZEN")
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Moves `pid` into an existing container cgroup (exec).
+pub fn join(cfg: &CgroupConfig, pid: i32) -> Result<(), CgroupError> {
+    manager(cfg)?
+        .add_task(Pid::from_raw(pid))
+        .map_err(|e| err(cfg, e))
+}

@@ -1,0 +1,191 @@
+//! `create` and `run`.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+
+use super::Global;
+use crate::cli::CreateArgs;
+use crate::container::{Container, EXEC_FIFO};
+use crate::init::{InitArgs, Mode as InitMode};
+use crate::namespaces::Plan;
+use crate::process::{launch, CgroupAction, Launch};
+use crate::sync::Channel;
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+/// Removes what a failed create made, unless disarmed.
+struct Cleanup<'a> {
+    dir: Option<PathBuf>,
+    cgroup: Option<&'a crate::cgroups::CgroupConfig>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cgroup {
+            let _ = crate::cgroups::remove(cg);
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Creates the container; its init waits on the exec fifo for `start`.
+pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
+    crate::id::validate(&a.id)?;
+    let pid_file = a.pid_file.as_deref().map(absolute).transpose()?;
+    let bundle = crate::config::load(&a.bundle)?;
+    let spec = &bundle.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .context("process must be specified")?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && a.console_socket.is_none() {
+        bail!("cannot allocate tty if berth-runtime will detach without setting console socket");
+    }
+    if !terminal && a.console_socket.is_some() {
+        bail!("cannot use console socket if berth-runtime will not detach or allocate tty");
+    }
+    let linux = spec
+        .linux()
+        .as_ref()
+        .context("linux section must be specified")?;
+    let plan = Plan::new(linux.namespaces().as_deref().unwrap_or(&[]))?;
+    let cgroup = crate::cgroups::config_for(spec, &a.id, g.systemd_cgroup)?;
+    let filter = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()?;
+    let console = a
+        .console_socket
+        .as_deref()
+        .map(crate::console::connect)
+        .transpose()?;
+
+    // Everything that can be checked has been: from here on we change state,
+    // and undo it on failure.
+    let dir = g.root.claim(&a.id)?;
+    let mut cleanup = Cleanup {
+        dir: Some(dir.clone()),
+        cgroup: None,
+    };
+    let fifo_path = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+        .with_context(|| format!("creating {}", fifo_path.display()))?;
+    std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))?;
+    let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .context("opening the exec fifo")?;
+    // Relative mount sources are relative to the bundle, as in runc.
+    std::env::set_current_dir(&bundle.dir)
+        .with_context(|| format!("entering bundle {}", bundle.dir.display()))?;
+
+    let (parent, child) = Channel::pair()?;
+    let parent_end = parent.raw();
+    cleanup.cgroup = Some(&cgroup);
+    let launched = launch(Launch {
+        init: InitArgs {
+            mode: InitMode::Init,
+            spec,
+            process,
+            rootfs: bundle.rootfs.clone(),
+            bundle: bundle.dir.clone(),
+            plan: &plan,
+            channel: child,
+            parent_end,
+            fifo: Some(&fifo),
+            console: console.as_ref().map(|c| c.as_raw_fd()),
+            no_pivot: a.no_pivot,
+            no_new_keyring: a.no_new_keyring,
+            preserve_fds: a.preserve_fds,
+            seccomp: filter.as_ref(),
+            cgroup_path: cgroup.path.clone(),
+            container_id: &a.id,
+        },
+        parent,
+        cgroup: CgroupAction::Setup(&cgroup, linux.resources().as_ref()),
+        uid_mappings: linux.uid_mappings().as_deref().unwrap_or(&[]),
+        gid_mappings: linux.gid_mappings().as_deref().unwrap_or(&[]),
+        hooks: spec.hooks().as_ref(),
+        seccomp: linux.seccomp().as_ref(),
+        id: &a.id,
+        bundle: &bundle.dir,
+    })?;
+    let start_time = crate::container::proc_start_time(launched.pid)
+        .map(|(t, _)| t)
+        .context("the container's init process died during create")?;
+    let container = Container {
+        id: a.id.clone(),
+        init_pid: launched.pid,
+        init_start_time: start_time,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: crate::time::rfc3339_nanos(SystemTime::now()),
+        annotations: spec
+            .annotations()
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
+        cgroup: cgroup.clone(),
+        config: spec.clone(),
+        dir,
+    };
+    container.save()?;
+    if let Some(p) = pid_file {
+        super::write_pid_file(&p, launched.pid)?;
+    }
+    cleanup.dir = None;
+    cleanup.cgroup = None;
+    Ok(container)
+}
+
+pub fn create_cmd(g: &Global, a: &CreateArgs) -> Result<()> {
+    create(g, a).map(|_| ())
+}
+
+/// `run`: create, start, and unless detached wait for the container's exit
+/// (returning its status: the exit code, or 128 + signal) and delete it.
+pub fn run(
+    g: &Global,
+    a: &CreateArgs,
+    detach: bool,
+    keep: bool,
+    no_subreaper: bool,
+) -> Result<i32> {
+    if detach {
+        let c = create(g, a)?;
+        super::start::start_container(&c)?;
+        return Ok(0);
+    }
+    // Block the signals we forward (and SIGCHLD) before the child exists, so
+    // none is lost between its start and our wait.
+    let forwarder = super::wait::Forwarder::block()?;
+    if !no_subreaper {
+        nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
+    }
+    let c = create(g, a)?;
+    let code = match super::start::start_container(&c) {
+        Ok(()) => forwarder.wait_for(c.init_pid)?,
+        Err(e) => {
+            let _ = super::delete::destroy(&c, true);
+            return Err(e);
+        }
+    };
+    if !keep {
+        super::delete::destroy(&c, false)?;
+    }
+    Ok(code)
+}

@@ -1,0 +1,220 @@
+//! `exec`: run a new process inside an existing container.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{Capability, LinuxNamespace, LinuxNamespaceType, Process};
+
+use super::Global;
+use crate::cli::ExecArgs;
+use crate::container::Status;
+use crate::init::{InitArgs, Mode as InitMode};
+use crate::namespaces::Plan;
+use crate::process::{launch, CgroupAction, Launch};
+use crate::sync::Channel;
+
+fn ns_file(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+fn parse_cap(name: &str) -> Result<Capability> {
+    let full = if name.starts_with("CAP_") {
+        name.to_owned()
+    } else {
+        format!("CAP_{}", name.to_ascii_uppercase())
+    };
+    serde_json::from_value(serde_json::Value::String(full.clone()))
+        .with_context(|| format!("unknown capability {full}"))
+}
+
+/// The process to run: `--process` as given, or the container's process
+/// with the command line's overrides.
+fn build_process(base: &Process, a: &ExecArgs) -> Result<Process> {
+    if let Some(path) = &a.process {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let p: Process = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing process JSON {}", path.display()))?;
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+            bail!("process args must not be empty");
+        }
+        return Ok(p);
+    }
+    if a.command.is_empty() {
+        bail!("exec needs a command to run (or --process)");
+    }
+    let mut p = base.clone();
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    p.set_console_size(None);
+    let mut env = p.env().clone().unwrap_or_default();
+    for kv in &a.env {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if let Some(u) = &a.user {
+        let mut user = p.user().clone();
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (u.as_str(), None),
+        };
+        user.set_uid(
+            uid.parse()
+                .with_context(|| format!("invalid uid {uid:?}"))?,
+        );
+        if let Some(g) = gid {
+            user.set_gid(g.parse().with_context(|| format!("invalid gid {g:?}"))?);
+        }
+        p.set_user(user);
+    }
+    if !a.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(a.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.cap {
+            let cap = parse_cap(name)?;
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut s = set.1.clone().unwrap_or_default();
+                s.insert(cap);
+                match set.0 {
+                    0 => caps.set_bounding(Some(s)),
+                    1 => caps.set_effective(Some(s)),
+                    _ => caps.set_permitted(Some(s)),
+                };
+            }
+        }
+        p.set_capabilities(Some(caps));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
+}
+
+pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
+    let c = g.root.load(&a.id)?;
+    match c.status() {
+        Status::Stopped => bail!("cannot exec in a stopped container"),
+        Status::Paused if !a.ignore_paused => {
+            bail!("cannot exec in a paused container (use --ignore-paused)")
+        }
+        _ => {}
+    }
+    let spec = &c.config;
+    let base = spec.process().clone().unwrap_or_default();
+    let process = build_process(&base, a)?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && a.console_socket.is_none() {
+        bail!("exec with a terminal needs --console-socket");
+    }
+    if !terminal && a.console_socket.is_some() {
+        bail!("cannot use console socket if berth-runtime will not detach or allocate tty");
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let joined: Vec<LinuxNamespace> = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .filter(|n| n.typ() != LinuxNamespaceType::Time)
+        .map(|n| {
+            let mut j = n.clone();
+            j.set_path(Some(PathBuf::from(format!(
+                "/proc/{}/ns/{}",
+                c.init_pid,
+                ns_file(n.typ())
+            ))));
+            j
+        })
+        .collect();
+    let plan = Plan::new(&joined)?;
+    let filter = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()?;
+    let console = a
+        .console_socket
+        .as_deref()
+        .map(crate::console::connect)
+        .transpose()?;
+    let pid_file = a
+        .pid_file
+        .as_ref()
+        .map(|p| -> Result<PathBuf> {
+            Ok(if p.is_absolute() {
+                p.clone()
+            } else {
+                std::env::current_dir()?.join(p)
+            })
+        })
+        .transpose()?;
+    let forwarder = if a.detach {
+        None
+    } else {
+        Some(super::wait::Forwarder::block()?)
+    };
+    // Joining the pid namespace needs a fork, so the process is our
+    // grandchild: be its subreaper to wait for it.
+    nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
+    let (parent, child) = Channel::pair()?;
+    let parent_end = parent.raw();
+    let launched = launch(Launch {
+        init: InitArgs {
+            mode: InitMode::Exec,
+            spec,
+            process: &process,
+            rootfs: c.rootfs.clone(),
+            bundle: c.bundle.clone(),
+            plan: &plan,
+            channel: child,
+            parent_end,
+            fifo: None,
+            console: console.as_ref().map(|s| s.as_raw_fd()),
+            no_pivot: false,
+            no_new_keyring: true,
+            preserve_fds: a.preserve_fds,
+            seccomp: filter.as_ref(),
+            cgroup_path: c.cgroup.path.clone(),
+            container_id: &c.id,
+        },
+        parent,
+        cgroup: CgroupAction::Join(&c.cgroup),
+        uid_mappings: &[],
+        gid_mappings: &[],
+        hooks: None,
+        seccomp: linux.seccomp().as_ref(),
+        id: &c.id,
+        bundle: &c.bundle,
+    })?;
+    if let Some(p) = pid_file {
+        super::write_pid_file(&p, launched.pid)?;
+    }
+    match forwarder {
+        None => Ok(0),
+        Some(f) => f.wait_for(launched.pid),
+    }
+}

@@ -1,0 +1,205 @@
+//! Loading and checking a bundle's `config.json`.
+//!
+//! Everything that can be checked before anything is created is checked here,
+//! so a bad bundle gets a clear error and leaves no trace.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("bundle {0}: {1}")]
+    Bundle(PathBuf, std::io::Error),
+    #[error("JSON specification file config.json not found in {0}")]
+    Missing(PathBuf),
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{path}: invalid JSON at line {line} column {column}: {msg}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    #[error("config.json: {0}")]
+    Invalid(String),
+    #[error("rootfs ({0}) does not exist")]
+    RootfsMissing(PathBuf),
+    #[error("rootfs ({0}) is not a directory")]
+    RootfsNotDir(PathBuf),
+}
+
+/// A bundle whose config has been read and checked.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Absolute path of the bundle directory.
+    pub dir: PathBuf,
+    pub spec: Spec,
+    /// Absolute path of the root filesystem (`root.path`, resolved against
+    /// the bundle when relative; an absolute path elsewhere is legal).
+    pub rootfs: PathBuf,
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, ConfigError> {
+    serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        msg: e.to_string(),
+    })
+}
+
+/// Reads `<bundle>/config.json` and checks what create needs.
+pub fn load(bundle: &Path) -> Result<Bundle, ConfigError> {
+    let dir = std::fs::canonicalize(bundle).map_err(|e| ConfigError::Bundle(bundle.into(), e))?;
+    let path = dir.join("config.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing(dir));
+        }
+        Err(e) => return Err(ConfigError::Read(path, e)),
+    };
+    let spec = parse(&path, &bytes)?;
+    let rootfs = check(&spec, &dir)?;
+    Ok(Bundle { dir, spec, rootfs })
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Checks the parts of `spec` that create relies on; returns the rootfs.
+pub fn check(spec: &Spec, dir: &Path) -> Result<PathBuf, ConfigError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root must be specified"))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        dir.join(root.path())
+    };
+    match std::fs::metadata(&rootfs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(ConfigError::RootfsNotDir(rootfs)),
+        Err(_) => return Err(ConfigError::RootfsMissing(rootfs)),
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process must be specified"))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(invalid("args must not be empty"));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(invalid(format!(
+            "cwd {:?} is not an absolute path",
+            process.cwd()
+        )));
+    }
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| invalid("linux section must be specified"))?;
+    if let Some(nss) = linux.namespaces() {
+        let mut seen = Vec::new();
+        for ns in nss {
+            if seen.contains(&ns.typ()) {
+                return Err(invalid(format!("duplicate namespace {}", ns.typ())));
+            }
+            seen.push(ns.typ());
+            if let Some(p) = ns.path() {
+                if !p.is_absolute() {
+                    return Err(invalid(format!(
+                        "namespace {} path {p:?} must be absolute",
+                        ns.typ()
+                    )));
+                }
+            }
+        }
+        let has = |t| seen.contains(&t);
+        if !has(LinuxNamespaceType::Uts)
+            && (spec.hostname().is_some() || spec.domainname().is_some())
+        {
+            return Err(invalid(
+                "unable to set hostname or domainname without a private UTS namespace",
+            ));
+        }
+        let user_new = nss
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+        if user_new && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+            return Err(invalid("user namespace enabled, but no uid mappings found"));
+        }
+        if user_new && linux.gid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+            return Err(invalid("user namespace enabled, but no gid mappings found"));
+        }
+    } else if spec.hostname().is_some() {
+        return Err(invalid(
+            "unable to set hostname without a private UTS namespace",
+        ));
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return Err(invalid(format!(
+                "mount destination {:?} is not absolute",
+                m.destination()
+            )));
+        }
+    }
+    Ok(rootfs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
+    const MINIMAL: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+        "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+        "linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#;
+
+    #[test]
+    fn loads_a_minimal_bundle() {
+        let dir = bundle_with(MINIMAL);
+        let b = load(dir.path()).unwrap();
+        assert_eq!(b.rootfs, dir.path().canonicalize().unwrap().join("rootfs"));
+    }
+
+    #[test]
+    fn clear_errors() {
+        let dir = bundle_with("{ not json");
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("invalid JSON at line 1"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(matches!(e, ConfigError::Missing(_)), "{e}");
+
+        let dir = bundle_with(&MINIMAL.replace("\"rootfs\"", "\"nope\""));
+        assert!(matches!(
+            load(dir.path()).unwrap_err(),
+            ConfigError::RootfsMissing(_)
+        ));
+
+        let dir = bundle_with(&MINIMAL.replace("[\"sh\"]", "[]"));
+        assert!(load(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("args must not be empty"));
+
+        let dir = bundle_with(&MINIMAL.replace("\"cwd\":\"/\"", "\"cwd\":\"rel\""));
+        assert!(load(dir.path()).unwrap_err().to_string().contains("cwd"));
+
+        let dir = bundle_with(&MINIMAL.replace("\"root\"", "\"hostname\":\"h\",\"root\""));
+        assert!(load(dir.path()).unwrap_err().to_string().contains("UTS"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Terminals: a pty made inside the container whose master is handed to
+//! the caller over `--console-socket` (SCM_RIGHTS, with the pty's name as
+//! the message, as runc does), and whose slave becomes the process's stdio
+//! and controlling terminal.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{open, OFlag};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::stat::Mode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("connecting to console socket {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("console: {what}: {err}")]
+    Sys { what: &'static str, err: nix::Error },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
+    move |err| ConsoleError::Sys { what, err }
+}
+
+/// Connects to the caller's console socket (done before entering the
+/// container, whose root cannot see the socket's path).
+pub fn connect(path: &Path) -> Result<UnixStream, ConsoleError> {
+    UnixStream::connect(path).map_err(|e| ConsoleError::Connect(path.display().to_string(), e))
+}
+
+/// Sends `fd` over `sock` with `name` as the payload.
+pub fn send_fd(sock: RawFd, name: &str, fd: RawFd) -> Result<(), ConsoleError> {
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(sys("sending the pty master"))?;
+    Ok(())
+}
+
+pub struct Pty {
+    pub slave: OwnedFd,
+    pub name: String,
+}
+
+/// Opens a new pty in the container's devpts, sends its master over
+/// `sock`, and returns the slave.
+pub fn create(sock: RawFd, size: Option<(u16, u16)>) -> Result<Pty, ConsoleError> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("opening /dev/ptmx"))?;
+    grantpt(&master).map_err(sys("grantpt"))?;
+    unlockpt(&master).map_err(sys("unlockpt"))?;
+    let name = ptsname_r(&master).map_err(sys("ptsname"))?;
+    let slave = open(
+        Path::new(&name),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("opening the pty slave"))?;
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the call.
+        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return Err(sys("setting the console size")(nix::Error::last()));
+        }
+    }
+    send_fd(sock, &name, master.as_raw_fd())?;
+    Ok(Pty { slave, name })
+}
+
+/// Makes `slave` the controlling terminal and stdin, stdout and stderr.
+pub fn become_stdio(slave: &OwnedFd) -> Result<(), ConsoleError> {
+    // SAFETY: TIOCSCTTY takes an int argument; we are a session leader.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(sys("making the pty the controlling terminal")(
+            nix::Error::last(),
+        ));
+    }
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard fds, which we mean to replace.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(sys("dup2 of the pty slave")(nix::Error::last()));
+        }
+    }
+    Ok(())
+}
+
+/// Takes ownership of an inherited fd number.
+///
+/// # Safety
+/// `fd` must be open and owned by nobody else in this process.
+pub unsafe fn own(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,510 @@
+//! The child side: what the cloned process does to become the container's
+//! init (or an exec'd process), ending in execve.
+//!
+//! The order follows runc's, because it is observable: mounts and
+//! createContainer hooks before pivot_root; the console, sysctls, read-only
+//! and masked paths after it; seccomp before dropping capabilities unless
+//! `noNewPrivileges` is set (then after, unprivileged); the exec fifo last.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SigSet, SigmaskHow};
+use oci_spec::runtime::{Process, Spec};
+
+use crate::namespaces::Plan;
+use crate::seccomp::Filter;
+use crate::sync::{Channel, Msg};
+
+/// Whether the process becomes a new container's init or joins one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Init,
+    Exec,
+}
+
+/// Everything the child needs, prepared by the parent before clone.
+pub struct InitArgs<'a> {
+    pub mode: Mode,
+    pub spec: &'a Spec,
+    pub process: &'a Process,
+    pub rootfs: PathBuf,
+    pub bundle: PathBuf,
+    pub plan: &'a Plan,
+    pub channel: Channel,
+    /// The parent's end of the channel, closed first thing in the child.
+    pub parent_end: RawFd,
+    /// `O_PATH` handle on the exec fifo (create only).
+    pub fifo: Option<&'a OwnedFd>,
+    /// Connected `--console-socket`.
+    pub console: Option<RawFd>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+    pub seccomp: Option<&'a Filter>,
+    pub cgroup_path: PathBuf,
+    pub container_id: &'a str,
+}
+
+type Res<T> = Result<T, String>;
+
+fn e<E: std::fmt::Display>(ctx: &str) -> impl FnOnce(E) -> String + '_ {
+    move |err| format!("{ctx}: {err}")
+}
+
+/// Runs in the child after clone; never returns.
+pub fn run(args: InitArgs<'_>) -> ! {
+    // SAFETY: closing the parent's copy of the channel, which this process
+    // never uses; nothing else refers to that fd number here.
+    unsafe { libc::close(args.parent_end) };
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let result = setup_and_exec(&args);
+    // Only reached on failure: report it, then die.
+    let msg = match result {
+        Err(m) => m,
+        Ok(never) => match never {},
+    };
+    if args.channel.send(&Msg::Error(msg.clone())).is_err() {
+        eprintln!("berth-runtime init: {msg}");
+    }
+    // SAFETY: _exit skips destructors of state shared with the parent's
+    // copy; that is what a failed child must do.
+    unsafe { libc::_exit(1) }
+}
+
+enum Never {}
+
+fn wait_for(ch: &Channel, want: fn(&Msg) -> bool) -> Res<Msg> {
+    match ch.recv() {
+        Ok(m) if want(&m) => Ok(m),
+        Ok(Msg::Error(m)) => Err(m),
+        Ok(other) => Err(format!("unexpected message from runtime: {other:?}")),
+        Err(err) => Err(format!("waiting for runtime: {err}")),
+    }
+}
+
+fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
+    wait_for(&a.channel, |m| *m == Msg::Go)?;
+    let plan = a.plan;
+    let linux = a.spec.linux().as_ref();
+
+    plan.join_all().map_err(|e| e.to_string())?;
+    crate::namespaces::unshare_flags(plan.unshare_after_join).map_err(|e| e.to_string())?;
+    if plan.pid_by_unshare {
+        crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| e.to_string())?;
+    }
+    if plan.pid_by_unshare || plan.pid_by_join {
+        // Entering a pid namespace only affects children: fork, and let the
+        // parent report the new process and leave.
+        // SAFETY: single-threaded process; the child only continues setup.
+        match unsafe { nix::unistd::fork() }.map_err(e("fork into the pid namespace"))? {
+            nix::unistd::ForkResult::Parent { child } => {
+                let code = match a.channel.send(&Msg::Pid(child.as_raw())) {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                };
+                // SAFETY: the intermediate process exits without unwinding.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Child => {}
+        }
+    }
+    if plan.new_cgroup {
+        crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| e.to_string())?;
+    }
+    nix::unistd::setsid().map_err(e("setsid"))?;
+
+    if a.mode == Mode::Init {
+        if plan.new_uts {
+            if let Some(h) = a.spec.hostname() {
+                nix::unistd::sethostname(h).map_err(e("sethostname"))?;
+            }
+            if let Some(d) = a.spec.domainname() {
+                set_domainname(d)?;
+            }
+        }
+        setup_rootfs(a)?;
+    }
+
+    // The console comes after pivot_root, from the container's own devpts.
+    if a.process.terminal().unwrap_or(false) {
+        let sock = a
+            .console
+            .ok_or("a terminal was requested but no --console-socket was given")?;
+        let size = a
+            .process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let pty = crate::console::create(sock, size).map_err(|e| e.to_string())?;
+        if a.mode == Mode::Init && plan.new_mount {
+            crate::rootfs::mount_console(&pty.slave).map_err(|e| e.to_string())?;
+        }
+        crate::console::become_stdio(&pty.slave).map_err(|e| e.to_string())?;
+        // SAFETY: the socket was only needed to send the master.
+        unsafe { libc::close(sock) };
+    }
+
+    if a.mode == Mode::Init {
+        if let Some(l) = linux {
+            if let Some(sysctl) = l.sysctl() {
+                write_sysctls(sysctl)?;
+            }
+            if plan.new_mount {
+                crate::rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))
+                    .map_err(|e| e.to_string())?;
+                crate::rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if !a.no_new_keyring {
+            join_session_keyring(a.container_id);
+        }
+    }
+    if let Some(adj) = a.process.oom_score_adj() {
+        set_oom_score_adj(adj)?;
+    }
+    crate::rlimits::apply(a.process.rlimits().as_deref().unwrap_or(&[]))
+        .map_err(|e| e.to_string())?;
+
+    let nnp = a.process.no_new_privileges().unwrap_or(false);
+    if nnp {
+        nix::sys::prctl::set_no_new_privs().map_err(e("setting no_new_privs"))?;
+    }
+
+    let env = environment(a.process);
+    let argv0 = a
+        .process
+        .args()
+        .as_ref()
+        .and_then(|v| v.first())
+        .ok_or("args must not be empty")?;
+    let exe = lookup(argv0, &env)?;
+
+    // runc's order: without no_new_privs the filter needs CAP_SYS_ADMIN, so
+    // it goes in before the capabilities are dropped.
+    if !nnp {
+        load_seccomp(a)?;
+    }
+    let caps = a
+        .process
+        .capabilities()
+        .clone()
+        .unwrap_or_else(crate::capabilities::none);
+    crate::capabilities::apply_bounding(&caps).map_err(|e| e.to_string())?;
+    nix::sys::prctl::set_keepcaps(true).map_err(e("PR_SET_KEEPCAPS"))?;
+    let setgroups_allowed = !plan.new_user || setgroups_allowed_in_userns();
+    crate::user::switch(a.process.user(), setgroups_allowed).map_err(|e| e.to_string())?;
+    nix::sys::prctl::set_keepcaps(false).map_err(e("PR_SET_KEEPCAPS"))?;
+    crate::capabilities::apply_sets(&caps).map_err(|e| e.to_string())?;
+    if nnp {
+        load_seccomp(a)?;
+    }
+    if let Some(umask) = a.process.user().umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    }
+
+    enter_cwd(a.process.cwd())?;
+    let env = with_home(env, a.process.user().uid());
+    close_extra_fds(a.preserve_fds)?;
+
+    a.channel
+        .send(&Msg::Ready)
+        .map_err(e("reporting readiness"))?;
+
+    if let Some(fifo) = a.fifo {
+        wait_exec_fifo(fifo)?;
+        if let Some(hooks) = a.spec.hooks() {
+            let state_json = started_state(a);
+            crate::hooks::run(
+                "startContainer",
+                hooks.start_container().as_ref(),
+                &state_json,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    exec(&exe, a.process.args().as_deref().unwrap_or(&[]), &env)
+}
+
+fn started_state(a: &InitArgs<'_>) -> String {
+    serde_json::json!({
+        "ociVersion": crate::container::OCI_VERSION,
+        "id": a.container_id,
+        "status": "created",
+        "pid": std::process::id(),
+        "bundle": a.bundle,
+    })
+    .to_string()
+}
+
+fn set_domainname(d: &str) -> Res<()> {
+    // SAFETY: setdomainname reads `len` bytes from a valid buffer.
+    let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+    if r != 0 {
+        return Err(format!(
+            "setdomainname: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
+    let plan = a.plan;
+    let linux = a.spec.linux().as_ref();
+    let propagation =
+        crate::rootfs::root_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))
+            .map_err(|e| e.to_string())?;
+    if plan.new_mount {
+        crate::rootfs::prepare(&a.rootfs, propagation).map_err(|e| e.to_string())?;
+    }
+    let root = pathrs::Root::open(&a.rootfs).map_err(e("opening the rootfs"))?;
+    let ctx = crate::rootfs::MountCtx {
+        root: &root,
+        bundle: &a.bundle,
+        cgroup_path: &a.cgroup_path,
+        in_userns: plan.new_user,
+    };
+    let mut dev_ro = false;
+    let mut dev_is_bind = false;
+    let mut has_dev = false;
+    for m in a.spec.mounts().iter().flatten() {
+        dev_ro |= crate::rootfs::mount_one(&ctx, m).map_err(|e| e.to_string())?;
+        if m.destination() == Path::new("/dev") {
+            has_dev = true;
+            let opts = m.options().clone().unwrap_or_default();
+            dev_is_bind = m.typ().as_deref() == Some("bind")
+                || opts.iter().any(|o| o == "bind" || o == "rbind");
+        }
+    }
+    if has_dev && !dev_is_bind {
+        let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+        crate::rootfs::create_devices(&root, &devices, plan.new_user).map_err(|e| e.to_string())?;
+    }
+
+    a.channel
+        .send(&Msg::RunHooks)
+        .map_err(e("requesting hooks"))?;
+    let state = match wait_for(&a.channel, |m| matches!(m, Msg::HooksDone(_)))? {
+        Msg::HooksDone(s) => s,
+        _ => unreachable_msg()?,
+    };
+    if let Some(hooks) = a.spec.hooks() {
+        crate::hooks::run("createContainer", hooks.create_container().as_ref(), &state)
+            .map_err(|e| e.to_string())?;
+    }
+
+    if plan.new_mount {
+        if a.no_pivot {
+            crate::rootfs::move_root(&a.rootfs).map_err(|e| e.to_string())?;
+        } else {
+            crate::rootfs::pivot(&a.rootfs).map_err(|e| e.to_string())?;
+        }
+        crate::rootfs::finish_propagation(propagation).map_err(|e| e.to_string())?;
+        let newroot = pathrs::Root::open("/").map_err(e("opening the new root"))?;
+        crate::rootfs::finish_dev(&newroot, dev_ro).map_err(|e| e.to_string())?;
+    } else {
+        nix::unistd::chroot(&a.rootfs).map_err(e("chroot"))?;
+        nix::unistd::chdir("/").map_err(e("chdir /"))?;
+    }
+    if a.spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        crate::rootfs::readonly_root().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn unreachable_msg() -> Res<String> {
+    Err("protocol error".into())
+}
+
+/// Writes sysctls through a private, verified procfs handle, so an
+/// overmounted or symlinked /proc/sys cannot redirect the write
+/// (CVE-2025-52881).
+fn write_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Res<()> {
+    use std::io::Write;
+    let proc = pathrs::procfs::ProcfsHandle::new().map_err(e("opening procfs"))?;
+    let mut keys: Vec<_> = sysctl.keys().collect();
+    keys.sort();
+    for k in keys {
+        if k.contains('/') || k.split('.').any(|p| p.is_empty() || p == "..") {
+            return Err(format!("sysctl {k:?} is not a valid name"));
+        }
+        let sub = PathBuf::from("sys").join(k.replace('.', "/"));
+        let mut f = proc
+            .open(
+                pathrs::procfs::ProcfsBase::ProcRoot,
+                &sub,
+                pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
+            )
+            .map_err(e(&format!("sysctl {k}")))?;
+        f.write_all(sysctl[k].as_bytes())
+            .map_err(e(&format!("sysctl {k}={}", sysctl[k])))?;
+    }
+    Ok(())
+}
+
+fn set_oom_score_adj(adj: i32) -> Res<()> {
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|err| {
+        if adj < 0 {
+            format!(
+                "setting oom_score_adj to {adj}: {err} (a negative value needs CAP_SYS_RESOURCE, \
+                 which this host does not grant)"
+            )
+        } else {
+            format!("setting oom_score_adj to {adj}: {err}")
+        }
+    })
+}
+
+fn join_session_keyring(id: &str) {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let name = CString::new(format!("_ses.{id}")).unwrap_or_default();
+    // SAFETY: keyctl with a valid NUL-terminated name; failure (e.g. keyrings
+    // unsupported) is ignored as runc does.
+    unsafe {
+        libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr());
+    }
+}
+
+fn setgroups_allowed_in_userns() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow")
+}
+
+fn load_seccomp(a: &InitArgs<'_>) -> Res<()> {
+    let Some(filter) = a.seccomp else {
+        return Ok(());
+    };
+    let listener = crate::seccomp::load(filter).map_err(|e| e.to_string())?;
+    if let Some(fd) = listener {
+        a.channel
+            .send(&Msg::SeccompListener)
+            .map_err(e("sending the seccomp listener"))?;
+        a.channel
+            .send_fd(fd.as_raw_fd())
+            .map_err(e("sending the seccomp listener"))?;
+    }
+    Ok(())
+}
+
+fn environment(p: &Process) -> Vec<String> {
+    p.env().clone().unwrap_or_default()
+}
+
+fn with_home(mut env: Vec<String>, uid: u32) -> Vec<String> {
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        env.push(format!("HOME={}", crate::user::home_dir(&passwd, uid)));
+    }
+    env
+}
+
+/// Finds `name` as execve would, using the container's PATH.
+fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(name);
+        if nix::unistd::access(&cand, nix::unistd::AccessFlags::X_OK).is_ok()
+            && cand.metadata().is_ok_and(|m| m.is_file())
+        {
+            return Ok(cand);
+        }
+    }
+    Err(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    ))
+}
+
+/// chdir into the process's cwd, then make sure it really is inside the
+/// container: a leaked host directory fd could otherwise give a cwd outside
+/// the root (CVE-2024-21626).
+fn enter_cwd(cwd: &Path) -> Res<()> {
+    nix::unistd::chdir(cwd).map_err(e(&format!("chdir to cwd ({})", cwd.display())))?;
+    let now = nix::unistd::getcwd().map_err(e("getcwd"))?;
+    if !now.is_absolute() || now.as_os_str().as_bytes().starts_with(b"(unreachable)") {
+        return Err(format!(
+            "current working directory {} is outside of the container's root",
+            now.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Marks every fd above stdio and the preserved ones close-on-exec, so no
+/// host fd reaches the container (CVE-2024-21626), and clears CLOEXEC on the
+/// preserved ones.
+fn close_extra_fds(preserve: i32) -> Res<()> {
+    let first = 3 + preserve.max(0) as u32;
+    for fd in 3..first as RawFd {
+        set_cloexec(fd, false);
+    }
+    if cfg!(feature = "test-leak-fds") {
+        return Ok(());
+    }
+    // SAFETY: close_range only changes fd flags; CLOSE_RANGE_CLOEXEC (4).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 4u32) };
+    if r != 0 {
+        // Older kernels: walk /proc/self/fd.
+        let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+            .map_err(e("listing /proc/self/fd"))?
+            .filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd >= first as RawFd)
+            .collect();
+        for fd in fds {
+            set_cloexec(fd, true);
+        }
+    }
+    Ok(())
+}
+
+fn set_cloexec(fd: RawFd, on: bool) {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD on an fd number only changes its flags; an fd that is
+    // not open makes it fail with EBADF, which is fine here.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
+}
+
+/// Blocks until `start` opens the fifo for reading, then tells it we are
+/// about to exec.
+fn wait_exec_fifo(fifo: &OwnedFd) -> Res<()> {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let fd = nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(e("opening the exec fifo"))?;
+    nix::unistd::write(&fd, b"0").map_err(e("writing the exec fifo"))?;
+    Ok(())
+}
+
+fn exec(exe: &Path, args: &[String], env: &[String]) -> Res<Never> {
+    let cpath = CString::new(exe.as_os_str().as_bytes()).map_err(e("executable path"))?;
+    let cargs: Vec<CString> = args
+        .iter()
+        .map(|s| CString::new(s.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(e("argument"))?;
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|s| CString::new(s.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(e("environment"))?;
+    let err = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
+    Err(format!("exec {}: {err}", exe.display()))
+}

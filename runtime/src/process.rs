@@ -1,0 +1,212 @@
+//! The parent side of starting a container process: clone(2) into the new
+//! namespaces, map users, place the child in its cgroup, run the hooks it
+//! asks for, and wait until it is ready to exec.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{Hooks, LinuxIdMapping, LinuxResources, LinuxSeccomp};
+
+use crate::cgroups::CgroupConfig;
+use crate::init::InitArgs;
+use crate::sync::{Channel, Msg};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("clone: {0}")]
+    Clone(std::io::Error),
+    #[error("writing {file} of the container process: {err}")]
+    IdMap { file: String, err: std::io::Error },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+    #[error("container init: {0}")]
+    Child(String),
+    #[error("seccomp notify listener {path}: {err}")]
+    Listener { path: String, err: String },
+}
+
+/// What to do with the child's cgroup.
+pub enum CgroupAction<'a> {
+    /// A new container: create the cgroup and apply the limits.
+    Setup(&'a CgroupConfig, Option<&'a LinuxResources>),
+    /// exec: join the container's existing cgroup.
+    Join(&'a CgroupConfig),
+}
+
+pub struct Launch<'a> {
+    pub init: InitArgs<'a>,
+    pub parent: Channel,
+    pub cgroup: CgroupAction<'a>,
+    pub uid_mappings: &'a [LinuxIdMapping],
+    pub gid_mappings: &'a [LinuxIdMapping],
+    /// Hooks to run on the child's request (create only).
+    pub hooks: Option<&'a Hooks>,
+    pub seccomp: Option<&'a LinuxSeccomp>,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+}
+
+/// A started container process, not yet exec'd.
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: i32,
+}
+
+/// Kills and reaps the child unless disarmed, so a failed create leaves no
+/// process behind.
+struct Reaper {
+    pids: Vec<i32>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(p), None);
+        }
+    }
+}
+
+fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<(), LaunchError> {
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    std::fs::write(format!("/proc/{pid}/{file}"), text).map_err(|err| LaunchError::IdMap {
+        file: file.to_owned(),
+        err,
+    })
+}
+
+fn state_json(id: &str, pid: i32, bundle: &Path, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": crate::container::OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+    })
+}
+
+/// Sends the notify listener to the agent at `listenerPath`, with the
+/// runtime-spec's `containerProcessState`.
+fn send_listener(
+    seccomp: Option<&LinuxSeccomp>,
+    id: &str,
+    bundle: &Path,
+    pid: i32,
+    fd: OwnedFd,
+) -> Result<(), LaunchError> {
+    let Some(sc) = seccomp else {
+        return Ok(());
+    };
+    let Some(path) = sc.listener_path() else {
+        return Ok(());
+    };
+    let err = |e: String| LaunchError::Listener {
+        path: path.display().to_string(),
+        err: e,
+    };
+    let sock = UnixStream::connect(path).map_err(|e| err(e.to_string()))?;
+    let msg = serde_json::json!({
+        "ociVersion": crate::container::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": sc.listener_metadata().clone().unwrap_or_default(),
+        "state": state_json(id, pid, bundle, "creating"),
+    })
+    .to_string();
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(msg.as_bytes())];
+    nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// Clones the child, drives it through setup, and returns once it is ready
+/// (blocked on the exec fifo, or about to exec for `exec`).
+pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
+    let flags = l.init.plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone without CLONE_VM and without a new stack behaves like
+    // fork: the child gets a copy of this (single-threaded) process and
+    // continues here with a return value of 0. The child never returns from
+    // `init::run`, so it cannot unwind into the parent's frames.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret < 0 {
+        return Err(LaunchError::Clone(std::io::Error::last_os_error()));
+    }
+    let Launch {
+        init,
+        parent,
+        cgroup,
+        uid_mappings,
+        gid_mappings,
+        hooks,
+        seccomp,
+        id,
+        bundle,
+    } = l;
+    if ret == 0 {
+        crate::init::run(init);
+    }
+    let mut pid = ret as i32;
+    let mut reaper = Reaper { pids: vec![pid] };
+    let plan = init.plan;
+    // Close our copy of the child's end of the channel (and anything else
+    // only the child needed) so the child's death reads as EOF.
+    drop(init);
+
+    if plan.new_user {
+        write_map(pid, "uid_map", uid_mappings)?;
+        write_map(pid, "gid_map", gid_mappings)?;
+    }
+    match cgroup {
+        CgroupAction::Setup(cfg, res) => crate::cgroups::setup_for(cfg, res, pid)?,
+        CgroupAction::Join(cfg) => crate::cgroups::join(cfg, pid)?,
+    }
+    parent.send(&Msg::Go)?;
+    loop {
+        match parent.recv() {
+            Ok(Msg::Pid(p)) => {
+                // The child forked into a pid namespace; it exits now.
+                let _ = waitpid(Pid::from_raw(pid), None);
+                reaper.pids = vec![p];
+                pid = p;
+            }
+            Ok(Msg::RunHooks) => {
+                let state = state_json(id, pid, bundle, "created").to_string();
+                if let Some(h) = hooks {
+                    crate::hooks::run("prestart", h.prestart().as_ref(), &state)?;
+                    crate::hooks::run("createRuntime", h.create_runtime().as_ref(), &state)?;
+                }
+                parent.send(&Msg::HooksDone(state))?;
+            }
+            Ok(Msg::SeccompListener) => {
+                let fd = parent.recv_fd()?;
+                send_listener(seccomp, id, bundle, pid, fd)?;
+            }
+            Ok(Msg::Ready) => break,
+            Ok(Msg::Error(m)) => return Err(LaunchError::Child(m)),
+            Ok(other) => return Err(LaunchError::Child(format!("unexpected message {other:?}"))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    reaper.pids.clear();
+    Ok(Launched { pid })
+}
