@@ -8,8 +8,11 @@
 //!   every build;
 //! - [`registry`]: Debian's `docker-registry` on a free 127.0.0.1 port,
 //!   fed with those images by `skopeo`;
-//! - [`bins`]: where the workspace's built binaries are.
+//! - [`bins`]: where the workspace's built binaries are;
+//! - [`runtime`]: drives `berth-runtime` (or any runc-compatible binary)
+//!   with a private `--root`, deleting its containers on drop.
 
 pub mod bins;
 pub mod fixtures;
 pub mod registry;
+pub mod runtime;
