@@ -19,22 +19,22 @@ const DEFAULT_ROOT: &str = "/run/berth-runtime";
 )]
 struct Cli {
     /// Enable debug logging.
-    #[arg(long, global = true)]
+    #[arg(long)]
     debug: bool,
     /// Set the log file to write runtime logs to (default: stderr).
-    #[arg(long, value_name = "PATH", global = true)]
+    #[arg(long, value_name = "PATH")]
     log: Option<PathBuf>,
     /// Set the log format ('text' (default), or 'json').
-    #[arg(long, value_enum, default_value = "text", global = true)]
+    #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Root directory for storage of container state (this should be located in tmpfs).
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
     /// Enable systemd cgroup support: expects cgroupsPath to be "slice:prefix:name".
-    #[arg(long, global = true)]
+    #[arg(long)]
     systemd_cgroup: bool,
     /// Ignore cgroup permission errors ('true', 'false', or 'auto').
-    #[arg(long, value_name = "VALUE", default_value = "auto", global = true)]
+    #[arg(long, value_name = "VALUE", default_value = "auto")]
     rootless: String,
     #[command(subcommand)]
     command: Command,
@@ -269,6 +269,33 @@ fn default_root(rootless: bool) -> PathBuf {
     PathBuf::from(DEFAULT_ROOT)
 }
 
+fn preserved_fds(c: &Command) -> i32 {
+    match c {
+        Command::Create(a) | Command::Run { create: a, .. } => a.preserve_fds,
+        Command::Exec(a) => a.preserve_fds,
+        _ => 0,
+    }
+}
+
+/// Makes sure fds 3..3+n are open before we open anything ourselves, so
+/// none of the runtime's own fds can take a number in the range that
+/// `--preserve-fds` hands to the container.
+fn reserve_fds(n: i32) {
+    for fd in 3..3 + n.max(0) {
+        // SAFETY: F_GETFD only queries; on EBADF we dup /dev/null onto the
+        // free number, which nothing else in this process refers to.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 && null != fd {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
 fn needs_readonly_exe(c: &Command) -> bool {
     matches!(
         c,
@@ -279,6 +306,7 @@ fn needs_readonly_exe(c: &Command) -> bool {
 /// Parses the command line, runs the command and returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    reserve_fds(preserved_fds(&cli.command));
     let format = match cli.log_format {
         LogFormat::Text => crate::logger::Format::Text,
         LogFormat::Json => crate::logger::Format::Json,
