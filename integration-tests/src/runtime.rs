@@ -129,7 +129,14 @@ pub struct Ctr<'a> {
 
 impl Drop for Ctr<'_> {
     fn drop(&mut self) {
-        let _ = self.rt.run(["delete", "--force", &self.id]);
+        // Never panic here: a drop during a failing test's unwind would abort.
+        let _ = self
+            .rt
+            .cmd()
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -48,7 +48,7 @@ pub fn self_is_readonly() -> bool {
 /// Disabled only by the test-only feature that proves the regression test
 /// catches the attack.
 fn enabled() -> bool {
-    !cfg!(feature = "test-disable-exe-protection")
+    !crate::defences_disabled()
 }
 
 fn take_env_fd(name: &str) -> Option<OwnedFd> {

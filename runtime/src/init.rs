@@ -266,6 +266,7 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
     let root = pathrs::Root::open(&a.rootfs).map_err(e("opening the rootfs"))?;
     let ctx = crate::rootfs::MountCtx {
         root: &root,
+        rootfs: &a.rootfs,
         bundle: &a.bundle,
         cgroup_path: &a.cgroup_path,
         in_userns: plan.new_user,
@@ -336,7 +337,9 @@ fn write_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Res<()> 
     let mut keys: Vec<_> = sysctl.keys().collect();
     keys.sort();
     for k in keys {
-        if k.contains('/') || k.split('.').any(|p| p.is_empty() || p == "..") {
+        if !crate::defences_disabled()
+            && (k.contains('/') || k.split('.').any(|p| p.is_empty() || p == ".."))
+        {
             return Err(format!("sysctl {k:?} is not a valid name"));
         }
         let sub = PathBuf::from("sys").join(k.replace('.', "/"));
@@ -435,7 +438,17 @@ fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
 /// the root (CVE-2024-21626).
 fn enter_cwd(cwd: &Path) -> Res<()> {
     nix::unistd::chdir(cwd).map_err(e(&format!("chdir to cwd ({})", cwd.display())))?;
-    let now = nix::unistd::getcwd().map_err(e("getcwd"))?;
+    if crate::defences_disabled() {
+        return Ok(());
+    }
+    // glibc reports an unreachable cwd as ENOENT (older ones prefix the
+    // path with "(unreachable)").
+    let now = nix::unistd::getcwd().map_err(|_| {
+        format!(
+            "current working directory {} is outside of the container's root",
+            cwd.display()
+        )
+    })?;
     if !now.is_absolute() || now.as_os_str().as_bytes().starts_with(b"(unreachable)") {
         return Err(format!(
             "current working directory {} is outside of the container's root",
@@ -453,7 +466,7 @@ fn close_extra_fds(preserve: i32) -> Res<()> {
     for fd in 3..first as RawFd {
         set_cloexec(fd, false);
     }
-    if cfg!(feature = "test-leak-fds") {
+    if crate::defences_disabled() {
         return Ok(());
     }
     // SAFETY: close_range only changes fd flags; CLOSE_RANGE_CLOEXEC (4).

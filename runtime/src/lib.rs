@@ -27,3 +27,8 @@ pub mod seccomp;
 pub mod sync;
 pub mod time;
 pub mod user;
+
+/// True only in the test-only build that proves the security tests bite.
+pub const fn defences_disabled() -> bool {
+    cfg!(feature = "test-disable-defences")
+}

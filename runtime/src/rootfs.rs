@@ -12,7 +12,7 @@
 
 use std::fs::Permissions;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -211,6 +211,9 @@ fn clean(dest: &Path) -> PathBuf {
 }
 
 fn check_proc_target(dest: &Path, typ: &str, bind: bool) -> Result<(), RootfsError> {
+    if crate::defences_disabled() {
+        return Ok(());
+    }
     let dest = clean(dest);
     if dest == Path::new("/proc") {
         if typ == "proc" || bind {
@@ -232,6 +235,8 @@ fn check_proc_target(dest: &Path, typ: &str, bind: bool) -> Result<(), RootfsErr
 /// Everything one spec mount needs besides the mount itself.
 pub struct MountCtx<'a> {
     pub root: &'a Root,
+    /// The rootfs path, used only by the deliberately unsafe test-only build.
+    pub rootfs: &'a Path,
     pub bundle: &'a Path,
     /// The container's cgroup, for `cgroup` mounts on v1 hosts.
     pub cgroup_path: &'a Path,
@@ -282,11 +287,28 @@ fn source_path(bundle: &Path, src: &Path) -> PathBuf {
 /// Mounts one spec entry inside the rootfs. Returns true when the mount is
 /// a read-only /dev that [`finish_dev`] must remount once its nodes exist.
 pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
-    let dest = m.destination();
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().clone().unwrap_or_default();
     let bind = opts.bind || typ == "bind";
-    check_proc_target(dest, &typ, bind)?;
+    check_proc_target(m.destination(), &typ, bind)?;
+    let (naive_root, naive_dest);
+    let (root, dest) = if crate::defences_disabled() {
+        // Test-only: resolve like a naive runtime, on the host, so symlinks
+        // in the image lead wherever they point.
+        naive_root = Root::open("/").map_err(pathrs_err("opening /"))?;
+        let d = m.destination();
+        naive_dest = ctx.rootfs.join(d.strip_prefix("/").unwrap_or(d));
+        (&naive_root, naive_dest.as_path())
+    } else {
+        (ctx.root, m.destination().as_path())
+    };
+    let ctx = &MountCtx {
+        root,
+        rootfs: ctx.rootfs,
+        bundle: ctx.bundle,
+        cgroup_path: ctx.cgroup_path,
+        in_userns: ctx.in_userns,
+    };
     if typ == "cgroup" && !bind {
         return mount_cgroup_v1(ctx, dest, &opts).map(|()| false);
     }
@@ -761,6 +783,10 @@ pub fn verified_dev_null() -> Result<OwnedFd, RootfsError> {
         Mode::empty(),
     )
     .map_err(sys("opening /dev/null"))?;
+    if crate::defences_disabled() {
+        return open("/dev/null", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(sys("opening /dev/null"));
+    }
     let st = fstat(&fd).map_err(sys("checking /dev/null"))?;
     let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
     if !is_chr || nix::sys::stat::major(st.st_rdev) != 1 || nix::sys::stat::minor(st.st_rdev) != 3 {
@@ -868,6 +894,18 @@ pub fn mount_console(slave: &impl AsRawFd) -> Result<(), RootfsError> {
         Ok(_) | Err(nix::Error::EEXIST) => {}
         Err(e) => return Err(sys("creating /dev/console")(e)),
     }
+    if crate::defences_disabled() {
+        let fd = open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(sys("opening /dev/console"))?;
+        return mount(
+            Some(&fd_path(slave)),
+            &fd_path(&fd),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("mounting the console on /dev/console"));
+    }
     let fd =
         open_nofollow(p)?.ok_or_else(|| RootfsError::Refused("/dev/console vanished".into()))?;
     let st = fstat(&fd).map_err(sys("checking /dev/console"))?;
@@ -886,14 +924,6 @@ pub fn mount_console(slave: &impl AsRawFd) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(sys("mounting the console on /dev/console"))
-}
-
-/// Whether `dev` (st_dev of a file) is on the same filesystem as `other`.
-pub fn same_dev(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev(),
-        _ => false,
-    }
 }
 
 #[cfg(test)]
