@@ -3,6 +3,7 @@
 //! manager enforce. The runtime speaks runc's CLI instead and does not use it.
 
 pub mod identifiers;
+pub mod transport;
 
 pub mod events {
     pub mod v1 {

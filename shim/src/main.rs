@@ -1,3 +1,3 @@
-fn main() -> anyhow::Result<()> {
-    berth_shim::cli::main()
+fn main() {
+    std::process::exit(berth_shim::cli::main())
 }
