@@ -53,6 +53,7 @@ fn read_valid(path: &Path) -> Result<(Vec<Envelope>, u64), JournalError> {
     };
     let mut out = Vec::new();
     let mut buf = &bytes[..];
+    let mut valid = 0u64;
     while !buf.is_empty() {
         let offset = bytes.len() - buf.len();
         let Ok(len) = prost::encoding::decode_varint(&mut buf) else {
@@ -68,8 +69,8 @@ fn read_valid(path: &Path) -> Result<(Vec<Envelope>, u64), JournalError> {
         })?;
         out.push(env);
         buf = rest;
+        valid = (bytes.len() - buf.len()) as u64;
     }
-    let valid = (bytes.len() - buf.len()) as u64;
     Ok((out, valid))
 }
 
