@@ -10,9 +10,12 @@
 //!   fed with those images by `skopeo`;
 //! - [`bins`]: where the workspace's built binaries are;
 //! - [`runtime`]: drives `berth-runtime` (or any runc-compatible binary)
-//!   with a private `--root`, deleting its containers on drop.
+//!   with a private `--root`, deleting its containers on drop;
+//! - [`shim`]: starts real `berth-shim` daemons in a private state
+//!   directory and cleans every one of them up on drop.
 
 pub mod bins;
 pub mod fixtures;
 pub mod registry;
 pub mod runtime;
+pub mod shim;

@@ -414,7 +414,11 @@ fn with_home(mut env: Vec<String>, uid: u32) -> Vec<String> {
 /// Finds `name` as execve would, using the container's PATH.
 fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
     if name.contains('/') {
-        return Ok(PathBuf::from(name));
+        let p = PathBuf::from(name);
+        return match nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) => Ok(p),
+            Err(err) => Err(format!("exec: {name:?}: {err}")),
+        };
     }
     let path = env
         .iter()

@@ -1,11 +1,16 @@
-//! OOM notifications for a container's memory cgroup: cgroup v1's
-//! `memory.oom_control` eventfd (this host), and v2's `memory.events`
-//! `oom_kill` counter.
+//! OOM kills in a container's memory cgroup, from the `oom_kill` counter of
+//! cgroup v1's `memory.oom_control` or v2's `memory.events`.
+//!
+//! The counter is polled (cgroup v1's eventfd notification is deprecated
+//! and refused by recent kernels), and checked once more when the init
+//! exits, so an OOM is always reported before the exit it caused.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+const POLL: Duration = Duration::from_millis(250);
 
 fn v1_memory_mount() -> Option<PathBuf> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -19,85 +24,56 @@ fn v1_memory_mount() -> Option<PathBuf> {
     })
 }
 
-fn oom_kills(file: &Path) -> u64 {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == "oom_kill").then(|| v.trim().parse().ok())?
-            })
-        })
-        .unwrap_or(0)
+fn oom_kills(file: &Path) -> Option<u64> {
+    let t = std::fs::read_to_string(file).ok()?;
+    t.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == "oom_kill").then(|| v.trim().parse().ok())?
+    })
 }
 
-/// Calls `on_oom` for every OOM kill in the cgroup at `cgroup` (relative to
-/// the hierarchy root) until the cgroup goes away.
-pub fn watch(cgroup: &Path, on_oom: impl Fn() + Send + 'static) -> std::io::Result<()> {
-    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-    if let Some(mnt) = v1_memory_mount() {
-        let dir = mnt.join(rel);
-        let control = dir.join("memory.oom_control");
-        let oc = std::fs::File::open(&control)?;
-        // SAFETY: eventfd returns a new fd or -1.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: we own the new eventfd.
-        let efd = unsafe { OwnedFd::from_raw_fd(raw) };
-        std::fs::write(
-            dir.join("cgroup.event_control"),
-            format!("{} {}", efd.as_raw_fd(), oc.as_raw_fd()),
-        )?;
-        // SAFETY: the eventfd is owned by the AsyncFd and never closed
-        // behind its back.
-        let afd = unsafe { AsyncFd::register_with_interest(efd, tokio::io::Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+pub struct OomWatch {
+    file: PathBuf,
+    seen: AtomicU64,
+}
+
+impl OomWatch {
+    /// Watches the cgroup at `cgroup` (relative to the hierarchy root), if
+    /// it has a memory controller.
+    pub fn new(cgroup: &Path) -> Option<Arc<OomWatch>> {
+        let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
+        let file = match v1_memory_mount() {
+            Some(mnt) => mnt.join(rel).join("memory.oom_control"),
+            None => Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+        };
+        let seen = oom_kills(&file)?;
+        Some(Arc::new(OomWatch {
+            file,
+            seen: AtomicU64::new(seen),
+        }))
+    }
+
+    /// True once for every new OOM kill since the last call.
+    pub fn check(&self) -> bool {
+        let Some(now) = oom_kills(&self.file) else {
+            return false;
+        };
+        self.seen.fetch_max(now, Ordering::SeqCst) < now
+    }
+
+    /// Polls until the cgroup goes away, calling `on_oom` for each kill.
+    pub fn spawn(self: &Arc<Self>, on_oom: impl Fn() + Send + 'static) {
+        let me = self.clone();
         tokio::spawn(async move {
-            let _keep = oc;
-            let mut seen = oom_kills(&control);
             loop {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
-                };
-                let mut buf = [0u8; 8];
-                // SAFETY: reading 8 bytes from the eventfd into a local buffer.
-                let n = unsafe { libc::read(afd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-                guard.clear_ready();
-                if n != 8 {
-                    continue;
-                }
-                // The eventfd also fires when the cgroup is removed.
-                if !control.exists() {
+                tokio::time::sleep(POLL).await;
+                if !me.file.exists() {
                     return;
                 }
-                let now = oom_kills(&control);
-                if now > seen {
-                    seen = now;
+                if me.check() {
                     on_oom();
                 }
             }
         });
-        return Ok(());
     }
-    let events = Path::new("/sys/fs/cgroup").join(rel).join("memory.events");
-    if !events.exists() {
-        return Ok(());
-    }
-    tokio::spawn(async move {
-        let mut seen = oom_kills(&events);
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            if !events.exists() {
-                return;
-            }
-            let now = oom_kills(&events);
-            if now > seen {
-                seen = now;
-                on_oom();
-            }
-        }
-    });
-    Ok(())
 }

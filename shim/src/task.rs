@@ -110,6 +110,7 @@ pub struct Container {
     pub execs: Mutex<HashMap<String, Arc<Proc>>>,
     pub log: Arc<Mutex<CriLog>>,
     mounted: bool,
+    oom: Mutex<Option<Arc<crate::oom::OomWatch>>>,
 }
 
 impl Container {
@@ -280,7 +281,21 @@ impl Shim {
         Ok(())
     }
 
+    fn publish_oom(&self, id: &str) {
+        self.publish(
+            topics::TASK_OOM,
+            Event::TaskOom(TaskOom {
+                container_id: id.to_owned(),
+            }),
+        );
+    }
+
     fn on_exit(&self, c: &Container, p: &Proc, exit: Exit) {
+        // An OOM kill is reported before the exit it caused.
+        let oom = lock(&c.oom).clone();
+        if oom.is_some_and(|w| w.check()) {
+            self.publish_oom(&c.id);
+        }
         *lock(&p.status) = Status::Stopped;
         p.exited.send_replace(Some(exit));
         self.record_exits(c);
@@ -363,6 +378,7 @@ impl Shim {
             execs: Mutex::new(HashMap::new()),
             log,
             mounted: !rootfs.is_empty(),
+            oom: Mutex::new(None),
         });
         let result = self.create_inner(&c, &bundle, terminal, stdin).await;
         let pid = match result {
@@ -375,17 +391,12 @@ impl Shim {
             }
         };
         lock(&self.containers).insert(id.to_owned(), c.clone());
-        let cgroup = cgroup_path(&bundle, id);
-        let me = self.clone();
-        let cid = id.to_owned();
-        let _ = crate::oom::watch(&cgroup, move || {
-            me.publish(
-                topics::TASK_OOM,
-                Event::TaskOom(TaskOom {
-                    container_id: cid.clone(),
-                }),
-            )
-        });
+        if let Some(w) = crate::oom::OomWatch::new(&cgroup_path(&bundle, id)) {
+            let me = self.clone();
+            let cid = id.to_owned();
+            w.spawn(move || me.publish_oom(&cid));
+            *lock(&c.oom) = Some(w);
+        }
         self.publish(
             topics::TASK_CREATE,
             Event::TaskCreate(TaskCreate {
@@ -436,7 +447,12 @@ impl Shim {
         }
         if exec_id.is_empty() {
             self.runtime.run(&["start", id], Stdio3::null()).await?;
-            *lock(&p.status) = Status::Running;
+            // The process may already have exited (and been recorded).
+            let mut st = lock(&p.status);
+            if *st == Status::Created {
+                *st = Status::Running;
+            }
+            drop(st);
             let pid = p.pid();
             self.publish(
                 topics::TASK_START,
