@@ -37,8 +37,19 @@ fn cve_2019_5736_runtime_binary_is_not_writable_through_proc_exe() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the runtime is waiting on the container (past its re-exec).
-    std::thread::sleep(Duration::from_millis(400));
+    // Wait until the container runs: the runtime is then past its re-exec.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let running = || {
+        serde_json::from_str::<serde_json::Value>(&rt.run(["state", &c.id]).stdout)
+            .is_ok_and(|v| v["status"] == "running")
+    };
+    while !running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let handle = open_raw(&format!("/proc/{}/exe", child.id()), libc::O_PATH).unwrap();
     assert!(child.wait().unwrap().success());
     let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
