@@ -150,6 +150,24 @@ pub fn bundle(args: &[&str]) -> (tempfile::TempDir, Bundle) {
     (dir, b)
 }
 
+/// Makes `fd` the child's fd number `target`, without close-on-exec, as a
+/// caller handing fds to the runtime (or leaking them) would.
+pub fn pass_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only dup2 and fcntl, both async-signal-safe, run between fork
+    // and exec; `fd` stays open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly.
+            if fd != target && libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::fcntl(target, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+}
+
 /// The cgroup v1 directory of `controller` for a container at `/<id>`.
 pub fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup").join(controller).join(id)

@@ -8,7 +8,7 @@ use std::os::unix::fs::symlink;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_integration_tests::runtime::{bundle, Runtime};
+use berth_integration_tests::runtime::{bundle, pass_fd, Runtime};
 use serde_json::json;
 
 fn open_raw(path: &str, flags: i32) -> Result<OwnedFd, std::io::Error> {
@@ -76,17 +76,8 @@ fn cve_2024_21626_host_fds_do_not_leak_into_the_container() {
     let mut cmd = rt.cmd();
     cmd.args(["run", "--bundle", b.dir.to_str().unwrap(), &c.id])
         .stdout(std::fs::File::create(&out_path).unwrap());
-    // SAFETY (test): in the child before exec: give it fd 7 on a host
-    // directory without CLOEXEC, as a careless caller would.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 7) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // Fd 7 on a host directory, as a careless caller would leave it.
+    pass_fd(&mut cmd, raw, 7);
     assert!(cmd.status().unwrap().success());
     let fds: Vec<String> = std::fs::read_to_string(&out_path)
         .unwrap()
@@ -114,16 +105,7 @@ fn cve_2024_21626_cwd_outside_the_root_is_refused() {
     cmd.args(["run", "--bundle", b.dir.to_str().unwrap(), &c.id])
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap());
-    // SAFETY (test): as above.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 7) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_fd(&mut cmd, raw, 7);
     let st = cmd.status().unwrap();
     let out = std::fs::read_to_string(&out_path).unwrap();
     let err = std::fs::read_to_string(&err_path).unwrap();

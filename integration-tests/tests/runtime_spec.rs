@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_integration_tests::runtime::{bundle, cgroup_dir, Runtime};
+use berth_integration_tests::runtime::{bundle, cgroup_dir, pass_fd, Runtime};
 use serde_json::{json, Value};
 
 fn run_out(
@@ -571,18 +571,7 @@ fn no_pivot_and_preserve_fds() {
         .arg(&c.id)
         .stdout(std::fs::File::create(&out_path).unwrap());
     let raw = f.as_raw_fd();
-    // SAFETY (test): dup2 in the child before exec, onto fd 3.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly.
-            if raw != 3 && libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::fcntl(3, libc::F_SETFD, 0);
-            Ok(())
-        });
-    }
+    pass_fd(&mut cmd, raw, 3);
     let st = cmd.status().unwrap();
     assert!(st.success());
     let out = std::fs::read_to_string(&out_path).unwrap();

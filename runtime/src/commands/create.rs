@@ -2,7 +2,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
@@ -16,14 +16,6 @@ use crate::init::{InitArgs, Mode as InitMode};
 use crate::namespaces::Plan;
 use crate::process::{launch, CgroupAction, Launch};
 use crate::sync::Channel;
-
-fn absolute(p: &Path) -> Result<PathBuf> {
-    Ok(if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(p)
-    })
-}
 
 /// Removes what a failed create made, unless disarmed.
 struct Cleanup<'a> {
@@ -45,7 +37,7 @@ impl Drop for Cleanup<'_> {
 /// Creates the container; its init waits on the exec fifo for `start`.
 pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
     crate::id::validate(&a.id)?;
-    let pid_file = a.pid_file.as_deref().map(absolute).transpose()?;
+    let pid_file = a.pid_file.as_deref().map(super::absolute).transpose()?;
     let bundle = crate::config::load(&a.bundle)?;
     let spec = &bundle.spec;
     let process = spec

@@ -161,17 +161,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
         .as_deref()
         .map(crate::console::connect)
         .transpose()?;
-    let pid_file = a
-        .pid_file
-        .as_ref()
-        .map(|p| -> Result<PathBuf> {
-            Ok(if p.is_absolute() {
-                p.clone()
-            } else {
-                std::env::current_dir()?.join(p)
-            })
-        })
-        .transpose()?;
+    let pid_file = a.pid_file.as_deref().map(super::absolute).transpose()?;
     let forwarder = if a.detach {
         None
     } else {

@@ -22,14 +22,20 @@ pub struct Global {
     pub rootless: bool,
 }
 
+/// `p` against the current directory (taken before create enters the
+/// bundle).
+pub fn absolute(p: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
 /// Writes `pid` to `path` atomically, as runc does (temp file + rename).
 pub fn write_pid_file(path: &std::path::Path, pid: i32) -> anyhow::Result<()> {
     use anyhow::Context;
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(path)
-    };
+    let abs = absolute(path)?;
     let dir = abs.parent().unwrap_or(std::path::Path::new("/"));
     let name = abs
         .file_name()
