@@ -727,3 +727,32 @@ fn events_reports_stats_until_the_container_stops() {
         .count();
     assert!(n >= 2, "{r:?}");
 }
+
+#[test]
+fn run_with_a_terminal_proxies_it_like_runc() {
+    // `script` gives the runtime a real terminal; without --console-socket
+    // the runtime allocates the container's pty and copies it to its own.
+    let rt = Runtime::new();
+    let (_d, b) = bundle(&["sh", "-c", "tty; stty size; exit 4"]);
+    set_process(&b, "terminal", json!(true));
+    let c = rt.container("runtty");
+    let inner = format!(
+        "stty rows 33 cols 111; {} --root {} run --bundle {} {}; echo rc=$?",
+        rt.bin.display(),
+        rt.root.path().display(),
+        b.dir.display(),
+        c.id
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(
+        out.contains("33 111"),
+        "the window size reaches the container: {out}"
+    );
+    assert!(out.contains("rc=4"), "{out}");
+}

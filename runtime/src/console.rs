@@ -101,3 +101,122 @@ pub unsafe fn own(fd: RawFd) -> OwnedFd {
     // SAFETY: guaranteed by the caller.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Receives the pty master sent by `create` over `sock`.
+pub fn recv_master(sock: &UnixStream) -> Result<OwnedFd, ConsoleError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("receiving the pty master"))?;
+    for c in msg.cmsgs().map_err(sys("receiving the pty master"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(ConsoleError::Sys {
+        what: "receiving the pty master",
+        err: nix::Error::EBADMSG,
+    })
+}
+
+/// The runtime's own end of a foreground container's terminal (`run` or
+/// `exec` with a terminal and no `--console-socket`, as runc does): our
+/// stdin in raw mode, copied to the pty, and the pty copied to our stdout.
+pub struct Proxy {
+    master: OwnedFd,
+    saved: Option<nix::sys::termios::Termios>,
+    output: Option<std::thread::JoinHandle<()>>,
+}
+
+fn copy(from: RawFd, to: RawFd) {
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: reading into and writing from a local buffer on fds that
+        // stay open for the life of the process.
+        let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            // SAFETY: as above.
+            let w = unsafe { libc::write(to, buf[off..].as_ptr().cast(), n as usize - off) };
+            if w <= 0 {
+                return;
+            }
+            off += w as usize;
+        }
+    }
+}
+
+impl Proxy {
+    pub fn start(master: OwnedFd) -> Result<Proxy, ConsoleError> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            cfmakeraw(&mut raw);
+            tcsetattr(&stdin, SetArg::TCSANOW, &raw).map_err(sys("raw mode"))?;
+        }
+        let mut p = Proxy {
+            master,
+            saved,
+            output: None,
+        };
+        p.resize();
+        let m = p.master.as_raw_fd();
+        // stdin → pty: ends with our stdin; never joined (it may block).
+        std::thread::spawn(move || copy(0, m));
+        p.output = Some(std::thread::spawn(move || copy(m, 1)));
+        Ok(p)
+    }
+
+    /// Copies our terminal's size to the container's (on SIGWINCH).
+    pub fn resize(&self) {
+        let mut ws: libc::winsize = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ fills a local winsize; TIOCSWINSZ reads it.
+        unsafe {
+            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+    }
+
+    /// Waits (briefly) for the last output, then restores the terminal.
+    pub fn finish(mut self) {
+        if let Some(h) = self.output.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! `create` and `run`.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -36,6 +37,12 @@ impl Drop for Cleanup<'_> {
 
 /// Creates the container; its init waits on the exec fifo for `start`.
 pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
+    create_with(g, a, false).map(|(c, _)| c)
+}
+
+/// As `create`; with `own_tty`, a terminal without `--console-socket` is
+/// allowed and its pty master is returned for the runtime to proxy.
+fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, Option<OwnedFd>)> {
     crate::id::validate(&a.id)?;
     let pid_file = a.pid_file.as_deref().map(super::absolute).transpose()?;
     let bundle = crate::config::load(&a.bundle)?;
@@ -45,9 +52,15 @@ pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
         .as_ref()
         .context("process must be specified")?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && a.console_socket.is_none() {
+    if terminal && a.console_socket.is_none() && !own_tty {
         bail!("cannot allocate tty if berth-runtime will detach without setting console socket");
     }
+    // Our own end of the terminal, standing in for a console socket.
+    let internal = if terminal && a.console_socket.is_none() {
+        Some(UnixStream::pair().context("creating the console socket pair")?)
+    } else {
+        None
+    };
     if !terminal && a.console_socket.is_some() {
         bail!("cannot use console socket if berth-runtime will not detach or allocate tty");
     }
@@ -99,7 +112,10 @@ pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
             channel: child,
             parent_end,
             fifo: Some(&fifo),
-            console: console.as_ref().map(|c| c.as_raw_fd()),
+            console: console
+                .as_ref()
+                .or(internal.as_ref().map(|(_, theirs)| theirs))
+                .map(|c| c.as_raw_fd()),
             no_pivot: a.no_pivot,
             no_new_keyring: a.no_new_keyring,
             preserve_fds: a.preserve_fds,
@@ -116,6 +132,10 @@ pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
         id: &a.id,
         bundle: &bundle.dir,
     })?;
+    let master = match &internal {
+        Some((ours, _)) => Some(crate::console::recv_master(ours)?),
+        None => None,
+    };
     let start_time = crate::container::proc_start_time(launched.pid)
         .map(|(t, _)| t)
         .context("the container's init process died during create")?;
@@ -141,7 +161,7 @@ pub fn create(g: &Global, a: &CreateArgs) -> Result<Container> {
     }
     cleanup.dir = None;
     cleanup.cgroup = None;
-    Ok(container)
+    Ok((container, master))
 }
 
 pub fn create_cmd(g: &Global, a: &CreateArgs) -> Result<()> {
@@ -168,14 +188,22 @@ pub fn run(
     if !no_subreaper {
         nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
     }
-    let c = create(g, a)?;
+    let (c, master) = create_with(g, a, true)?;
+    let proxy = master.map(crate::console::Proxy::start).transpose()?;
     let code = match super::start::start_container(&c) {
-        Ok(()) => forwarder.wait_for(c.init_pid)?,
+        Ok(()) => forwarder.wait_with(c.init_pid, &|| {
+            if let Some(p) = &proxy {
+                p.resize()
+            }
+        })?,
         Err(e) => {
             let _ = super::delete::destroy(&c, true);
             return Err(e);
         }
     };
+    if let Some(p) = proxy {
+        p.finish();
+    }
     if !keep {
         super::delete::destroy(&c, false)?;
     }

@@ -1,6 +1,7 @@
 //! `exec`: run a new process inside an existing container.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -128,9 +129,15 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
     let base = spec.process().clone().unwrap_or_default();
     let process = build_process(&base, a)?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && a.console_socket.is_none() {
-        bail!("exec with a terminal needs --console-socket");
+    if terminal && a.console_socket.is_none() && a.detach {
+        bail!("cannot allocate tty if berth-runtime will detach without setting console socket");
     }
+    // A foreground exec with a terminal: we proxy it, as runc does.
+    let internal = if terminal && a.console_socket.is_none() {
+        Some(UnixStream::pair().context("creating the console socket pair")?)
+    } else {
+        None
+    };
     if !terminal && a.console_socket.is_some() {
         bail!("cannot use console socket if berth-runtime will not detach or allocate tty");
     }
@@ -183,7 +190,10 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
             channel: child,
             parent_end,
             fifo: None,
-            console: console.as_ref().map(|s| s.as_raw_fd()),
+            console: console
+                .as_ref()
+                .or(internal.as_ref().map(|(_, theirs)| theirs))
+                .map(|s| s.as_raw_fd()),
             no_pivot: false,
             no_new_keyring: true,
             preserve_fds: a.preserve_fds,
@@ -203,8 +213,22 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
     if let Some(p) = pid_file {
         super::write_pid_file(&p, launched.pid)?;
     }
-    match forwarder {
-        None => Ok(0),
-        Some(f) => f.wait_for(launched.pid),
+    let proxy = match &internal {
+        Some((ours, _)) => Some(crate::console::Proxy::start(crate::console::recv_master(
+            ours,
+        )?)?),
+        None => None,
+    };
+    let code = match forwarder {
+        None => 0,
+        Some(f) => f.wait_with(launched.pid, &|| {
+            if let Some(p) = &proxy {
+                p.resize()
+            }
+        })?,
+    };
+    if let Some(p) = proxy {
+        p.finish();
     }
+    Ok(code)
 }

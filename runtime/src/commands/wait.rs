@@ -36,6 +36,11 @@ impl Forwarder {
     /// exits meanwhile (we are a subreaper). Returns the exit status, or
     /// 128 + signal number.
     pub fn wait_for(&self, pid: i32) -> Result<i32> {
+        self.wait_with(pid, &|| {})
+    }
+
+    /// As `wait_for`, calling `on_winch` when our terminal is resized.
+    pub fn wait_with(&self, pid: i32, on_winch: &dyn Fn()) -> Result<i32> {
         loop {
             // Reap first: the process may have exited before we got here.
             loop {
@@ -51,8 +56,12 @@ impl Forwarder {
                 }
             }
             let sig = self.set.wait().context("waiting for signals")?;
-            if sig != Signal::SIGCHLD && sig != Signal::SIGWINCH {
-                let _ = kill(Pid::from_raw(pid), sig);
+            match sig {
+                Signal::SIGCHLD => {}
+                Signal::SIGWINCH => on_winch(),
+                _ => {
+                    let _ = kill(Pid::from_raw(pid), sig);
+                }
             }
         }
     }
