@@ -2,9 +2,8 @@
 //! shim that died (docs/design.md, "A task's bundle directory").
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -74,22 +73,6 @@ impl ShimArgs {
         }
         Ok(())
     }
-
-    fn to_args(&self) -> Vec<std::ffi::OsString> {
-        let mut v: Vec<std::ffi::OsString> = Vec::new();
-        for (k, val) in [
-            ("--namespace", self.namespace.as_str().into()),
-            ("--id", self.id.as_str().into()),
-            ("--bundle", self.bundle.clone().into_os_string()),
-            ("--runtime", self.runtime.clone().into_os_string()),
-            ("--runtime-root", self.runtime_root.clone().into_os_string()),
-            ("--socket-dir", self.socket_dir.clone().into_os_string()),
-        ] {
-            v.push(k.into());
-            v.push(val);
-        }
-        v
-    }
 }
 
 fn which(name: &Path) -> Option<PathBuf> {
@@ -111,6 +94,9 @@ fn live_address(bundle: &Path) -> Option<String> {
 
 /// `berth-shim start`: starts the daemon detached (its own session, not our
 /// child) and prints its address; for a live shim, prints its address.
+///
+/// The daemon is forked, not exec'd: this process has no threads yet, and
+/// skipping an exec makes the shim ready sooner.
 pub fn start(mut args: ShimArgs) -> Result<()> {
     args.check()?;
     if let Some(addr) = live_address(&args.bundle) {
@@ -124,66 +110,84 @@ pub fn start(mut args: ShimArgs) -> Result<()> {
         .append(true)
         .open(args.bundle.join("shim.log"))
         .context("opening shim.log")?;
-    let exe = std::env::current_exe().context("finding our own binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("serve")
-        .args(args.to_args())
-        .current_dir(&args.bundle)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let ready_fd = ready_w.as_raw_fd();
-    // SAFETY: only async-signal-safe calls between fork and exec: setsid,
-    // fork, _exit, dup2.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
+    // SAFETY: single-threaded (no async runtime or thread exists yet), so
+    // the child may go on running ordinary Rust code.
+    match unsafe { nix::unistd::fork() }.context("forking the shim daemon")? {
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_w);
+            // The intermediate process exits at once.
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut msg = String::new();
+            std::fs::File::from(ready_r)
+                .read_to_string(&mut msg)
+                .context("waiting for the shim to start")?;
+            match msg.trim().split_once(' ') {
+                Some(("ok", addr)) => {
+                    println!("{addr}");
+                    Ok(())
+                }
+                Some(("err", why)) => bail!("the shim failed to start: {why}"),
+                _ => bail!(
+                    "the shim exited before it was ready (see {})",
+                    args.bundle.join("shim.log").display()
+                ),
             }
-            // Fork again so the daemon is not our child: the intermediate
-            // exits, and the daemon is reparented away from the caller.
-            match libc::fork() {
-                -1 => return Err(std::io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            if libc::dup2(ready_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("starting the shim daemon")?;
-    let _ = child.wait();
-    drop(ready_w);
-    let mut msg = String::new();
-    std::fs::File::from(ready_r)
-        .read_to_string(&mut msg)
-        .context("waiting for the shim to start")?;
-    match msg.trim().split_once(' ') {
-        Some(("ok", addr)) => {
-            println!("{addr}");
-            Ok(())
         }
-        Some(("err", why)) => bail!("the shim failed to start: {why}"),
-        _ => bail!(
-            "the shim exited before it was ready (see {})",
-            args.bundle.join("shim.log").display()
-        ),
+        nix::unistd::ForkResult::Child => {
+            drop(ready_r);
+            let code = daemonize(&args, log, ready_w);
+            // SAFETY: leave without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
     }
 }
 
-/// `berth-shim serve`: the daemon itself (run by `start`).
-pub fn serve(mut args: ShimArgs) -> Result<()> {
-    // SAFETY: fd 3 is the ready pipe `start` gave us, or not open at all
-    // (when run by hand) in which case writes to it fail harmlessly.
-    let ready = unsafe { OwnedFd::from_raw_fd(3) };
-    let mut ready = std::fs::File::from(ready);
-    let result = serve_inner(&mut args, &mut ready);
-    if let Err(e) = &result {
-        let _ = writeln!(ready, "err {e:#}");
+/// In the forked child: new session, second fork (so the daemon is nobody's
+/// child), stdio detached, then serve.
+fn daemonize(args: &ShimArgs, log: std::fs::File, ready: OwnedFd) -> i32 {
+    if nix::unistd::setsid().is_err() {
+        return 1;
     }
-    result
+    // SAFETY: still single-threaded.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Ok(nix::unistd::ForkResult::Parent { .. }) => return 0,
+        Err(_) => return 1,
+    }
+    // SAFETY: dup2 onto the standard fds, which the daemon means to replace.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::close(null);
+        }
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    drop(log);
+    let _ = std::env::set_current_dir(&args.bundle);
+    let mut ready = std::fs::File::from(ready);
+    let mut args = args.clone();
+    match serve_inner(&mut args, &mut ready) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(ready, "err {e:#}");
+            eprintln!("berth-shim: {e:#}");
+            1
+        }
+    }
+}
+
+/// `berth-shim serve`: the daemon in the foreground, for debugging; the
+/// readiness line goes to stdout.
+pub fn serve(mut args: ShimArgs) -> Result<()> {
+    let mut ready = std::fs::File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stdout")?,
+    );
+    serve_inner(&mut args, &mut ready)
 }
 
 fn serve_inner(args: &mut ShimArgs, ready: &mut std::fs::File) -> Result<()> {

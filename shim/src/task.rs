@@ -65,6 +65,9 @@ pub struct Proc {
     pub master: Mutex<Option<OwnedFd>>,
     /// The OCI process JSON of an exec, until it is started.
     pub spec: Option<Vec<u8>>,
+    /// Held while a create or start is being carried out and announced, so
+    /// the exit of a process that dies at once is announced after them.
+    gate: tokio::sync::Mutex<()>,
 }
 
 impl Proc {
@@ -87,6 +90,7 @@ impl Proc {
             stdin: Mutex::new(None),
             master: Mutex::new(None),
             spec,
+            gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -276,6 +280,7 @@ impl Shim {
         let p2 = p.clone();
         tokio::spawn(async move {
             let exit = me.reaper.wait(pid as i32).await;
+            let _announced = p2.gate.lock().await;
             me.on_exit(&c, &p2, exit);
         });
         Ok(())
@@ -380,6 +385,7 @@ impl Shim {
             mounted: !rootfs.is_empty(),
             oom: Mutex::new(None),
         });
+        let _gate = init.gate.lock().await;
         let result = self.create_inner(&c, &bundle, terminal, stdin).await;
         let pid = match result {
             Ok(pid) => pid,
@@ -445,6 +451,7 @@ impl Shim {
                 p.status()
             )));
         }
+        let _gate = p.gate.lock().await;
         if exec_id.is_empty() {
             self.runtime.run(&["start", id], Stdio3::null()).await?;
             // The process may already have exited (and been recorded).
