@@ -19,6 +19,8 @@ pub enum ConsoleError {
     Connect(String, std::io::Error),
     #[error("console: {what}: {err}")]
     Sys { what: &'static str, err: nix::Error },
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ConsoleError {
@@ -100,6 +102,29 @@ pub fn become_stdio(slave: &OwnedFd) -> Result<(), ConsoleError> {
 pub unsafe fn own(fd: RawFd) -> OwnedFd {
     // SAFETY: guaranteed by the caller.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Checks runc's rules for a terminal and `--console-socket`; when the
+/// runtime stays in the foreground (`foreground`) with a terminal and no
+/// socket, returns a socket pair standing in for it: ours to receive the
+/// master on, theirs for the container's init.
+pub fn console_plan(
+    terminal: bool,
+    console_socket: Option<&Path>,
+    foreground: bool,
+) -> Result<Option<(UnixStream, UnixStream)>, ConsoleError> {
+    match (terminal, console_socket.is_some()) {
+        (true, false) if !foreground => Err(ConsoleError::Usage(
+            "cannot allocate tty if berth-runtime will detach without setting console socket",
+        )),
+        (true, false) => UnixStream::pair()
+            .map(Some)
+            .map_err(|e| ConsoleError::Connect("(socket pair)".into(), e)),
+        (false, true) => Err(ConsoleError::Usage(
+            "cannot use console socket if berth-runtime will not detach or allocate tty",
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Receives the pty master sent by `create` over `sock`.

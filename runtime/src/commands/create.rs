@@ -2,11 +2,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
@@ -52,18 +51,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
         .as_ref()
         .context("process must be specified")?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && a.console_socket.is_none() && !own_tty {
-        bail!("cannot allocate tty if berth-runtime will detach without setting console socket");
-    }
-    // Our own end of the terminal, standing in for a console socket.
-    let internal = if terminal && a.console_socket.is_none() {
-        Some(UnixStream::pair().context("creating the console socket pair")?)
-    } else {
-        None
-    };
-    if !terminal && a.console_socket.is_some() {
-        bail!("cannot use console socket if berth-runtime will not detach or allocate tty");
-    }
+    let internal = crate::console::console_plan(terminal, a.console_socket.as_deref(), own_tty)?;
     let linux = spec
         .linux()
         .as_ref()

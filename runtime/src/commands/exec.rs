@@ -1,7 +1,6 @@
 //! `exec`: run a new process inside an existing container.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -129,18 +128,8 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
     let base = spec.process().clone().unwrap_or_default();
     let process = build_process(&base, a)?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && a.console_socket.is_none() && a.detach {
-        bail!("cannot allocate tty if berth-runtime will detach without setting console socket");
-    }
-    // A foreground exec with a terminal: we proxy it, as runc does.
-    let internal = if terminal && a.console_socket.is_none() {
-        Some(UnixStream::pair().context("creating the console socket pair")?)
-    } else {
-        None
-    };
-    if !terminal && a.console_socket.is_some() {
-        bail!("cannot use console socket if berth-runtime will not detach or allocate tty");
-    }
+    // A foreground exec with a terminal and no socket: we proxy it.
+    let internal = crate::console::console_plan(terminal, a.console_socket.as_deref(), !a.detach)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let joined: Vec<LinuxNamespace> = linux
         .namespaces()
