@@ -16,6 +16,7 @@ this machine's hybrid cgroups otherwise); all runtimes see the same view.
 import ctypes
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,8 @@ def main():
         r = {k: med[first][k] / med[peer][k] for k in ("run", "cycle", "rss")}
         print(f"{first}/{peer}: run {r['run']:.2f}x  cycle {r['cycle']:.2f}x  rss {r['rss']:.2f}x")
     print(json.dumps({n: {k: round(v, 6) for k, v in m.items()} for n, m in med.items()}))
+    for root in roots.values():
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

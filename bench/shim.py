@@ -12,7 +12,6 @@ pages among the shims that map it, so it is what each shim really costs).
 """
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
