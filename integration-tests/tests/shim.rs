@@ -821,3 +821,35 @@ async fn fifty_containers_at_once() {
         c.shutdown(ShutdownRequest { now: false }).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn deleting_a_created_container_reports_its_exit_first() {
+    let shims = Shims::new();
+    let b = shims.bundle("never", &["sleep", "100"]);
+    let addr = shims.start("never", &b.dir);
+    let mut c = client(&addr).await;
+    c.create(create_req(
+        "never",
+        &b.dir,
+        &shims.dir.path().join("never.log"),
+    ))
+    .await
+    .unwrap();
+    c.delete(DeleteRequest {
+        id: "never".into(),
+        exec_id: String::new(),
+    })
+    .await
+    .unwrap();
+    let topics: Vec<String> = c
+        .events(EventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .take(3)
+        .map(|e| e.unwrap().topic)
+        .collect()
+        .await;
+    assert_eq!(topics, ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
+    assert!(!Path::new("/sys/fs/cgroup/pids/never").exists());
+}

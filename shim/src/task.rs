@@ -623,6 +623,16 @@ impl Shim {
         self.runtime
             .run(&["delete", "--force", id], Stdio3::null())
             .await?;
+        // A created (never started) init is killed by the delete: let its
+        // exit be recorded and announced before the delete is.
+        if p.exit().is_none() {
+            let mut rx = p.exited.subscribe();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                rx.wait_for(|e| e.is_some()),
+            )
+            .await;
+        }
         if c.mounted {
             crate::mount::unmount_all(&c.bundle.join("rootfs"))?;
         }
