@@ -337,7 +337,6 @@ pub fn main() -> i32 {
             &cli.root.clone().unwrap_or_else(|| default_root(rootless)),
         ),
         systemd_cgroup: cli.systemd_cgroup,
-        rootless,
     };
     let result = match cli.command {
         Command::Create(a) => commands::create::create_cmd(&g, &a).map(|()| 0),

@@ -232,13 +232,12 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
 }
 
 fn started_state(a: &InitArgs<'_>) -> String {
-    serde_json::json!({
-        "ociVersion": crate::container::OCI_VERSION,
-        "id": a.container_id,
-        "status": "created",
-        "pid": std::process::id(),
-        "bundle": a.bundle,
-    })
+    crate::process::state_json(
+        a.container_id,
+        std::process::id() as i32,
+        &a.bundle,
+        "created",
+    )
     .to_string()
 }
 

@@ -87,7 +87,8 @@ fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<(), Launch
     })
 }
 
-fn state_json(id: &str, pid: i32, bundle: &Path, status: &str) -> serde_json::Value {
+/// The OCI state handed to hooks and seccomp agents.
+pub fn state_json(id: &str, pid: i32, bundle: &Path, status: &str) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": crate::container::OCI_VERSION,
         "id": id,

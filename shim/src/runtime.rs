@@ -88,7 +88,7 @@ impl Runtime {
         c.stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
-        self.finish(args, c).await.map(|_| ())
+        self.finish(args, c).await
     }
 
     /// Runs a command and returns its stdout; `input` is written to stdin.
@@ -140,7 +140,7 @@ impl Runtime {
         Ok(out)
     }
 
-    async fn finish(&self, args: &[&str], mut c: Command) -> Result<u32, RuntimeError> {
+    async fn finish(&self, args: &[&str], mut c: Command) -> Result<(), RuntimeError> {
         let cmd = Self::describe(args);
         let child = c.spawn().map_err(|err| RuntimeError::Spawn {
             bin: self.bin.display().to_string(),
@@ -154,7 +154,7 @@ impl Runtime {
         if exit.status != 0 {
             return Err(self.failure(&cmd, exit.status));
         }
-        Ok(exit.status)
+        Ok(())
     }
 
     fn failure(&self, cmd: &str, status: u32) -> RuntimeError {

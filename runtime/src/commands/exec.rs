@@ -90,22 +90,17 @@ fn build_process(base: &Process, a: &ExecArgs) -> Result<Process> {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &a.cap {
             let cap = parse_cap(name)?;
-            for set in [
-                caps.bounding().clone(),
-                caps.effective().clone(),
-                caps.permitted().clone(),
-            ]
-            .iter()
-            .enumerate()
-            {
-                let mut s = set.1.clone().unwrap_or_default();
+            let with = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut s = set.clone().unwrap_or_default();
                 s.insert(cap);
-                match set.0 {
-                    0 => caps.set_bounding(Some(s)),
-                    1 => caps.set_effective(Some(s)),
-                    _ => caps.set_permitted(Some(s)),
-                };
-            }
+                Some(s)
+            };
+            let (b, e, p) = (
+                with(caps.bounding()),
+                with(caps.effective()),
+                with(caps.permitted()),
+            );
+            caps.set_bounding(b).set_effective(e).set_permitted(p);
         }
         p.set_capabilities(Some(caps));
     }
@@ -147,16 +142,8 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
         })
         .collect();
     let plan = Plan::new(&joined)?;
-    let filter = linux
-        .seccomp()
-        .as_ref()
-        .map(crate::seccomp::compile)
-        .transpose()?;
-    let console = a
-        .console_socket
-        .as_deref()
-        .map(crate::console::connect)
-        .transpose()?;
+    let (filter, console) =
+        super::filter_and_console(linux.seccomp().as_ref(), a.console_socket.as_deref())?;
     let pid_file = a.pid_file.as_deref().map(super::absolute).transpose()?;
     let forwarder = if a.detach {
         None

@@ -19,7 +19,21 @@ use crate::container::Root;
 pub struct Global {
     pub root: Root,
     pub systemd_cgroup: bool,
-    pub rootless: bool,
+}
+
+/// What create and exec prepare before touching anything: the compiled
+/// seccomp filter (so a bad profile fails early) and the connection to
+/// `--console-socket` (made before the container's root hides its path).
+pub fn filter_and_console(
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    console_socket: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    Option<crate::seccomp::Filter>,
+    Option<std::os::unix::net::UnixStream>,
+)> {
+    let filter = seccomp.map(crate::seccomp::compile).transpose()?;
+    let console = console_socket.map(crate::console::connect).transpose()?;
+    Ok((filter, console))
 }
 
 /// `p` against the current directory (taken before create enters the

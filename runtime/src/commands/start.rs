@@ -1,12 +1,10 @@
 //! `start`: release a created container's init from the exec fifo.
 
-use std::os::fd::AsFd;
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
+use std::os::fd::AsFd;
 
 use super::Global;
 use crate::container::{Container, Status};
@@ -42,7 +40,6 @@ pub fn start_container(c: &Container) -> Result<()> {
         }
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(100u8));
-        std::thread::sleep(Duration::from_micros(0));
     }
     let _ = std::fs::remove_file(&fifo);
     if let Some(hooks) = c.config.hooks() {
