@@ -10,6 +10,15 @@ const PROTOS: &[&str] = &[
     "proto/berth/events/v1/events.proto",
     "proto/berth/shim/v1/shim.proto",
     "proto/berth/manager/v1/version.proto",
+    "proto/berth/manager/v1/types.proto",
+    "proto/berth/manager/v1/namespaces.proto",
+    "proto/berth/manager/v1/content.proto",
+    "proto/berth/manager/v1/images.proto",
+    "proto/berth/manager/v1/snapshots.proto",
+    "proto/berth/manager/v1/leases.proto",
+    "proto/berth/manager/v1/containers.proto",
+    "proto/berth/manager/v1/tasks.proto",
+    "proto/berth/manager/v1/events.proto",
 ];
 
 fn find_protoc() -> Option<PathBuf> {

@@ -9,6 +9,8 @@
 //! - [`registry`]: Debian's `docker-registry` on a free 127.0.0.1 port,
 //!   fed with those images by `skopeo`;
 //! - [`bins`]: where the workspace's built binaries are;
+//! - [`manager`]: a real `berth serve` daemon in a temporary root, and its CLI;
+//! - [`proxy`]: a TCP proxy that throttles, cuts or corrupts registry traffic;
 //! - [`runtime`]: drives `berth-runtime` (or any runc-compatible binary)
 //!   with a private `--root`, deleting its containers on drop;
 //! - [`shim`]: starts real `berth-shim` daemons in a private state
@@ -16,6 +18,8 @@
 
 pub mod bins;
 pub mod fixtures;
+pub mod manager;
+pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod shim;

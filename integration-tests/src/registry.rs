@@ -17,6 +17,20 @@ pub struct Registry {
     child: Child,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
+    opts: RegistryOptions,
+}
+
+/// What the registry demands of its clients.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1; its PEM is
+    /// at [`Registry::ca_cert`].
+    pub tls: bool,
+    /// Require HTTP basic auth (htpasswd, bcrypt) with these credentials;
+    /// the registry then answers anonymous requests 401, and clients pass.
+    pub user: Option<(String, String)>,
+    /// Keep the access log (combined format: status and bytes per request).
+    pub access_log: bool,
 }
 
 fn free_port() -> Result<u16> {
@@ -29,9 +43,14 @@ fn free_port() -> Result<u16> {
 impl Registry {
     /// Starts a registry and waits until it answers `GET /v2/`.
     pub fn start() -> Result<Self> {
+        Self::start_with(RegistryOptions::default())
+    }
+
+    /// Starts a registry with TLS, auth or an access log.
+    pub fn start_with(opts: RegistryOptions) -> Result<Self> {
         let mut last_err = None;
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(&opts) {
                 Ok(r) => return Ok(r),
                 Err(e) => last_err = Some(e),
             }
@@ -39,19 +58,107 @@ impl Registry {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn try_start() -> Result<Self> {
+    fn try_start(opts: &RegistryOptions) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry")
             .tempdir()?;
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\n\
-             log:\n  level: error\n  accesslog:\n    disabled: true\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: {}\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n",
+            !opts.access_log,
             dir.path().join("data").display()
         );
+        if opts.tls {
+            // A CA and a leaf it signs: TLS clients (rustls) refuse a CA
+            // certificate used as the server's own.
+            let p = |n: &str| dir.path().join(n);
+            let ext = p("leaf.ext");
+            std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")?;
+            let steps: [Vec<std::ffi::OsString>; 3] = [
+                [
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=berth test CA",
+                    "-keyout",
+                ]
+                .iter()
+                .map(Into::into)
+                .chain([p("ca-key.pem").into(), "-out".into(), p("cert.pem").into()])
+                .collect(),
+                [
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                ]
+                .iter()
+                .map(Into::into)
+                .chain([p("key.pem").into(), "-out".into(), p("leaf.csr").into()])
+                .collect(),
+                ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
+                    .iter()
+                    .map(Into::into)
+                    .chain([
+                        p("leaf.csr").into(),
+                        "-CA".into(),
+                        p("cert.pem").into(),
+                        "-CAkey".into(),
+                        p("ca-key.pem").into(),
+                        "-extfile".into(),
+                        ext.into(),
+                        "-out".into(),
+                        p("leaf.pem").into(),
+                    ])
+                    .collect(),
+            ];
+            for args in steps {
+                let out = Command::new("openssl")
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("running openssl (install Debian's openssl package)")?;
+                if !out.status.success() {
+                    bail!(
+                        "openssl {args:?} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            config += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                p("leaf.pem").display(),
+                p("key.pem").display()
+            );
+        }
+        if let Some((user, pass)) = &opts.user {
+            let path = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .stdin(Stdio::null())
+                .output()
+                .context("running htpasswd (install Debian's apache2-utils package)")?;
+            if !out.status.success() {
+                bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::fs::write(&path, out.stdout)?;
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                path.display()
+            );
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -69,6 +176,7 @@ impl Registry {
             child,
             addr,
             _dir: dir,
+            opts: opts.clone(),
         };
         reg.wait_ready()?;
         Ok(reg)
@@ -83,10 +191,15 @@ impl Registry {
                     .unwrap_or_default();
                 bail!("{BINARY} exited early ({status}): {log}");
             }
-            if let Ok(resp) = ureq::get(&url).call() {
-                if resp.status() == 200 {
-                    return Ok(());
-                }
+            // TLS and auth make `GET /v2/` unfit as a probe; a listening
+            // socket is enough for those.
+            let ready = if self.opts.tls || self.opts.user.is_some() {
+                std::net::TcpStream::connect(self.addr).is_ok()
+            } else {
+                ureq::get(&url).call().is_ok_and(|r| r.status() == 200)
+            };
+            if ready {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -107,6 +220,22 @@ impl Registry {
         self.addr.to_string()
     }
 
+    /// The CA certificate that signed a TLS registry's certificate (PEM).
+    pub fn ca_cert(&self) -> std::path::PathBuf {
+        self._dir.path().join("cert.pem")
+    }
+
+    /// What the registry logged so far (with `access_log`, one line per request).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Stops the registry process (its storage stays until drop).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Pushes `layout:reference` (an OCI layout and a ref name in it) to
     /// `repo:tag`, keeping every digest. An index is pushed with all its
     /// manifests.
@@ -122,6 +251,13 @@ impl Registry {
                 "--dest-tls-verify=false",
                 "--quiet",
             ])
+            .args(
+                self.opts
+                    .user
+                    .as_ref()
+                    .map(|(u, p)| vec!["--dest-creds".to_owned(), format!("{u}:{p}")])
+                    .unwrap_or_default(),
+            )
             .arg(&src)
             .arg(&dst)
             .stdin(Stdio::null())
@@ -134,6 +270,80 @@ impl Registry {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        Ok(())
+    }
+
+    /// Pushes the manifest or index `desc` of an OCI layout, with every blob
+    /// it reaches, through the registry API itself, keeping media types and
+    /// digests exactly (skopeo's OCI layout reader skips Docker media types).
+    pub fn push_raw(
+        &self,
+        layout: &Path,
+        desc: &super::fixtures::image::Descriptor,
+        repo: &str,
+        tag: &str,
+    ) -> Result<()> {
+        use super::fixtures::image::media;
+        let blob = |digest: &str| -> Result<Vec<u8>> {
+            let hex = digest.strip_prefix("sha256:").context("sha256 digest")?;
+            Ok(std::fs::read(layout.join("blobs/sha256").join(hex))?)
+        };
+        let bytes = blob(&desc.digest)?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)?;
+        if desc.media_type == media::OCI_INDEX || desc.media_type == media::DOCKER_LIST {
+            for m in doc["manifests"]
+                .as_array()
+                .context("index without manifests")?
+            {
+                let child = super::fixtures::image::Descriptor {
+                    media_type: m["mediaType"].as_str().unwrap_or_default().to_owned(),
+                    digest: m["digest"].as_str().unwrap_or_default().to_owned(),
+                    size: m["size"].as_u64().unwrap_or_default(),
+                    platform: None,
+                };
+                self.push_raw(layout, &child, repo, &child.digest)?;
+            }
+        } else {
+            let mut digests = vec![doc["config"]["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()];
+            for l in doc["layers"]
+                .as_array()
+                .context("manifest without layers")?
+            {
+                digests.push(l["digest"].as_str().unwrap_or_default().to_owned());
+            }
+            for d in digests {
+                let data = blob(&d)?;
+                let start = format!("{}/v2/{repo}/blobs/uploads/", self.url());
+                let resp = ureq::post(&start)
+                    .send_empty()
+                    .with_context(|| format!("POST {start}"))?;
+                let loc = resp
+                    .headers()
+                    .get("Location")
+                    .and_then(|v| v.to_str().ok())
+                    .context("upload without Location")?
+                    .to_owned();
+                let loc = if loc.starts_with('/') {
+                    format!("{}{loc}", self.url())
+                } else {
+                    loc
+                };
+                let sep = if loc.contains('?') { '&' } else { '?' };
+                let put = format!("{loc}{sep}digest={d}");
+                ureq::put(&put)
+                    .header("Content-Type", "application/octet-stream")
+                    .send(&data[..])
+                    .with_context(|| format!("PUT blob {d}"))?;
+            }
+        }
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.url());
+        ureq::put(&url)
+            .header("Content-Type", &desc.media_type)
+            .send(&bytes[..])
+            .with_context(|| format!("PUT {url}"))?;
         Ok(())
     }
 

@@ -1,4 +1,87 @@
-//! Skeleton: the commands are filled in by their issue. Until then every
-//! command says plainly that it is not implemented.
+//! berth's manager: a containerd-style daemon (content, images, snapshots,
+//! leases and garbage collection, over gRPC) and the CLI that talks to it.
 
+pub mod apply;
+pub mod archive;
 pub mod cli;
+pub mod config;
+pub mod container;
+pub mod content;
+pub mod daemon;
+pub mod events;
+pub mod gc;
+pub mod image;
+pub mod lease;
+pub mod metadata;
+pub mod namespace;
+pub mod pull;
+pub mod remote;
+pub mod server;
+pub mod snapshot;
+pub mod spec;
+pub mod task;
+pub mod unpack;
+
+use std::sync::Arc;
+
+use content::ContentStore;
+use metadata::Store;
+use snapshot::Snapshots;
+
+/// The stores every service works on.
+pub struct Manager {
+    pub config: config::Config,
+    pub meta: Arc<Store>,
+    pub content: ContentStore,
+    pub snapshots: Snapshots,
+    /// Held shared by operations that add objects and exclusively by the
+    /// collector, so it never sweeps something between its creation and the
+    /// record (or lease) that holds it.
+    pub gc_lock: tokio::sync::RwLock<()>,
+    /// Live shims, by namespace and container.
+    pub tasks: task::Registry,
+    pub events: events::Bus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
+    #[error(transparent)]
+    Content(#[from] content::ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+}
+
+impl Manager {
+    pub fn open(config: config::Config) -> Result<Self, OpenError> {
+        use std::os::unix::fs::DirBuilderExt;
+        for d in [&config.root, &config.state] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(d)
+                .map_err(|source| OpenError::Dir {
+                    path: d.display().to_string(),
+                    source,
+                })?;
+        }
+        let meta = Arc::new(Store::open(&config.root.join("meta.redb"))?);
+        let content = ContentStore::open(&config.root.join("content"))?;
+        let snapshots = Snapshots::open(&config.root.join("snapshots"), meta.clone())?;
+        Ok(Self {
+            config,
+            meta,
+            content,
+            snapshots,
+            gc_lock: tokio::sync::RwLock::new(()),
+            tasks: task::Registry::default(),
+            events: events::Bus::default(),
+        })
+    }
+}

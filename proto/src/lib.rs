@@ -20,6 +20,10 @@ pub mod events {
             pub const TASK_PAUSED: &str = "/tasks/paused";
             pub const TASK_RESUMED: &str = "/tasks/resumed";
             pub const TASK_DELETE: &str = "/tasks/delete";
+            pub const IMAGE_CREATE: &str = "/images/create";
+            pub const IMAGE_DELETE: &str = "/images/delete";
+            pub const CONTAINER_CREATE: &str = "/containers/create";
+            pub const CONTAINER_DELETE: &str = "/containers/delete";
         }
     }
 }
@@ -35,3 +39,8 @@ pub mod manager {
         tonic::include_proto!("berth.manager.v1");
     }
 }
+
+/// The request header that names the namespace of a manager call (containerd
+/// uses `containerd-namespace` the same way). Absent means [`DEFAULT_NAMESPACE`].
+pub const NAMESPACE_HEADER: &str = "berth-namespace";
+pub const DEFAULT_NAMESPACE: &str = "default";

@@ -279,6 +279,7 @@ impl ShimApi for ShimService {
         let after = r.into_inner().after_seq;
         // Subscribe before reading the journal, so nothing falls between.
         let mut live = self.shim.journal.subscribe();
+        let mut closing = self.shim.closing.subscribe();
         let kept = crate::events::read_all(self.shim.journal.path())
             .map_err(|e| RpcStatus::internal(e.to_string()))?;
         let (tx, rx) = mpsc::channel(64);
@@ -291,7 +292,11 @@ impl ShimApi for ShimService {
                 }
             }
             loop {
-                match live.recv().await {
+                let next = tokio::select! {
+                    n = live.recv() => n,
+                    _ = closing.wait_for(|c| *c) => return,
+                };
+                match next {
                     Ok(e) if e.seq > last => {
                         last = e.seq;
                         if tx.send(Ok(e)).await.is_err() {
@@ -321,6 +326,7 @@ impl ShimApi for ShimService {
                 "the shim still holds containers: delete them first (or shut down with now)",
             ));
         }
+        self.shim.closing.send_replace(true);
         self.shim.shutdown.notify_one();
         Ok(Response::new(()))
     }

@@ -140,6 +140,9 @@ pub struct Shim {
     pub journal: Arc<Journal>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     pub shutdown: tokio::sync::Notify,
+    /// Set when shutdown is asked for: long-lived streams (events) end, so
+    /// the server's graceful stop does not wait for clients to hang up.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a process's stdio became: the ends the runtime passes on, and ours.
@@ -222,6 +225,7 @@ impl Shim {
             journal,
             containers: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::Notify::new(),
+            closing: tokio::sync::watch::Sender::new(false),
         })
     }
 

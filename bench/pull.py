@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""Image pull+unpack throughput of berth's manager against Debian's
+containerd (`ctr image pull`), from the same local registry, cold each time.
+
+Run it through scripts/bench-pull, which builds target/release/berth and
+runs this in a private mount namespace. What it does:
+
+1. Builds (once; cached in WORKDIR/layout) an OCI image layout of about
+   200 MB unpacked in 5 gzip layers and ~18k entries from the host's own
+   files (bench/bigimage.py), and prints its sizes.
+2. Starts Debian's docker-registry on a free 127.0.0.1 port with its storage
+   in a temporary run dir (WORKDIR/run.*), and pushes the layout to it with
+   `skopeo copy --preserve-digests` as 127.0.0.1:PORT/bench/big:latest.
+3. Starts `berth serve` and a private containerd (CRI plugin disabled), each
+   with its root, state and socket in the run dir; never the system ones.
+4. Each round, berth then containerd (interleaved, so machine noise hits
+   both alike): remove the image and everything it left (berth: rmi + gc;
+   containerd: image rm --sync, then content/snapshot leftovers), check the
+   stores are empty, syncfs (so earlier writeback is not charged to this
+   pull), then time the CLI pull end to end: `berth pull --plain-http REF
+   --json` and `ctr image pull --plain-http REF`; both fetch and unpack into
+   overlayfs. The clock is also read after a syncfs that follows the pull
+   ("+syncfs"): berth syncs the unpacked files before it commits them,
+   containerd 1.6 does not, so that column compares equal durability. Each
+   pull is then checked (image present and unpacked). The page cache is not
+   dropped: the registry's blobs are read from memory, so this measures the
+   puller, not the network.
+5. Prints median and min seconds, MB/s (1 MB = 10^6 bytes) of unpacked
+   bytes (the uncompressed layer tars) and of compressed bytes (what crosses
+   the wire), the median CPU seconds the pull cost (the CLI process plus the
+   daemon, from rusage and /proc/PID/stat; the registry's share is left
+   out), the median "+syncfs" seconds, and containerd seconds / berth
+   seconds (>1: berth is faster), plain and with the syncfs.
+
+Everything started is stopped and the run dir removed on exit, Ctrl-C or
+failure; WORKDIR/layout stays unless --clean.
+"""
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bigimage  # noqa: E402
+
+NS = "bench"
+REPO = "bench/big"
+SNAPSHOTTER = "overlayfs"
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def run(argv, check=True, **kw):
+    """Runs argv quietly; on failure raises with its output."""
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    return p
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_bytes(path):
+    """Apparent size of the regular files under path."""
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(d, f))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(d, f)):
+                total += st.st_size
+    return total
+
+
+def mounts_under(path):
+    """Mount points at or under path in this mount namespace, deepest first."""
+    out = []
+    prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4]
+            mp = mp.encode().decode("unicode_escape")  # \040 and friends
+            if mp == path or mp.startswith(prefix):
+                out.append(mp)
+    return sorted(out, key=len, reverse=True)
+
+
+def unmount_under(path):
+    left = mounts_under(path)
+    for mp in left:
+        if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+    return left
+
+
+def reap_stale(workdir):
+    """Stops what an earlier, killed run left in WORKDIR/run.*: only processes
+    whose command line names that run dir, by pid. Called with the work dir's
+    lock held, so no live run owns any of them."""
+    for name in os.listdir(workdir):
+        run_dir = os.path.join(workdir, name)
+        if not name.startswith("run.") or not os.path.isdir(run_dir):
+            continue
+        piddir = os.path.join(run_dir, "pids")
+        for pf in os.listdir(piddir) if os.path.isdir(piddir) else []:
+            try:
+                pid = int(open(os.path.join(piddir, pf)).read())
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if run_dir in cmd:
+                log(f"stopping stale {pf} (pid {pid}) of {run_dir}")
+                os.kill(pid, signal.SIGKILL)
+        unmount_under(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class Daemons:
+    """Background processes, each in its own session (a Ctrl-C does not reach
+    them: they are stopped here, in order), with a pid file for reap_stale."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.procs = []  # (name, Popen)
+        os.makedirs(f"{run_dir}/pids", exist_ok=True)
+
+    def start(self, name, argv, env=None):
+        logf = open(f"{self.run_dir}/{name}.log", "wb")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env)
+        logf.close()
+        with open(f"{self.run_dir}/pids/{name}", "w") as f:
+            f.write(str(p.pid))
+        self.procs.append((name, p))
+        return p
+
+    def check(self, name, p):
+        if p.poll() is not None:
+            raise RuntimeError(f"{name} exited ({p.returncode}):\n{self.log_tail(name)}")
+
+    def log_tail(self, name, n=30):
+        try:
+            with open(f"{self.run_dir}/{name}.log", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, name, p, grace=10):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                log(f"{name} ignored SIGTERM for {grace}s: killing it")
+                p.kill()
+                p.wait()
+        try:
+            os.unlink(f"{self.run_dir}/pids/{name}")
+        except OSError:
+            pass
+
+    def stop_all(self):
+        for name, p in reversed(self.procs):
+            self.stop(name, p)
+        self.procs = []
+
+
+def wait_until(what, cond, daemons, name, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemons.check(name, proc)
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not ready after {timeout}s:\n{daemons.log_tail(name)}")
+
+
+def start_registry(d, run_dir):
+    for attempt in range(3):
+        port = free_port()
+        data = f"{run_dir}/registry"
+        cfg = f"{run_dir}/registry.yml"
+        with open(cfg, "w") as f:
+            f.write("version: 0.1\n"
+                    "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+                    f"storage:\n  filesystem:\n    rootdirectory: {data}\n"
+                    f"http:\n  addr: 127.0.0.1:{port}\n")
+        p = d.start("registry", ["docker-registry", "serve", cfg])
+
+        def up():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
+                return r.status == 200
+        try:
+            wait_until("docker-registry", up, d, "registry", p, timeout=15)
+            return f"127.0.0.1:{port}"
+        except RuntimeError:
+            d.stop("registry", p)
+            d.procs.remove(("registry", p))
+            if attempt == 2:
+                raise
+
+
+class Berth:
+    name = "berth"
+
+    def __init__(self, d, run_dir, binary):
+        self.bin = binary
+        self.root = f"{run_dir}/berth-root"
+        self.state = f"{run_dir}/berth-state"
+        self.sock = f"{self.state}/berth.sock"
+        env = dict(os.environ, BERTH_LOG="warn")
+        env.pop("BERTH_ADDRESS", None)
+        env.pop("BERTH_NAMESPACE", None)
+        self.env = env
+        p = d.start("berth", [binary, "serve", "--root", self.root, "--state", self.state], env=env)
+        wait_until("berth serve", lambda: os.path.exists(self.sock)
+                   and self.cli("version", check=False).returncode == 0, d, "berth", p)
+        self.pid = p.pid
+        mode = os.stat(self.sock).st_mode & 0o777
+        if mode != 0o600:
+            log(f"note: {self.sock} has mode {mode:o}, not 600")
+
+    def cli(self, *args, check=True):
+        return run([self.bin, "--address", self.sock, "-n", NS, *args], check=check, env=self.env)
+
+    def version(self):
+        return " / ".join(self.cli("version").stdout.split("\n")).strip(" /")
+
+    def make_cold(self, ref):
+        p = self.cli("rmi", ref, check=False)
+        if p.returncode != 0 and "not found" not in p.stderr:
+            raise RuntimeError(f"berth rmi {ref} failed:\n{p.stderr}")
+        self.cli("gc", "--json")
+        content = json.loads(self.cli("content", "--json").stdout)
+        snaps = json.loads(self.cli("snapshots", "--snapshotter", SNAPSHOTTER, "--json").stdout)
+        if content or snaps:
+            raise RuntimeError(f"berth still has {len(content)} blobs and {len(snaps)} snapshots "
+                               "after rmi + gc")
+        return tree_bytes(self.root)
+
+    def pull_argv(self, ref):
+        return [self.bin, "--address", self.sock, "-n", NS, "pull", "--plain-http", ref, "--json"]
+
+    def verify(self, ref, digest, out):
+        got = json.loads(out)
+        if got.get("digest") != digest or got.get("unpacked") is not True:
+            raise RuntimeError(f"berth pull printed {got}, expected digest {digest}, unpacked")
+        imgs = json.loads(self.cli("images", "--json").stdout)
+        mine = [i for i in imgs if i.get("digest") == digest]
+        if not mine or not all(i.get("unpacked") is True for i in mine):
+            raise RuntimeError(f"berth images --json does not show {ref} unpacked: {imgs}")
+        snaps = json.loads(self.cli("snapshots", "--snapshotter", SNAPSHOTTER, "--json").stdout)
+        return len(snaps)
+
+
+class Containerd:
+    name = "containerd"
+
+    def __init__(self, d, run_dir):
+        base = f"{run_dir}/ctd"
+        self.root = f"{base}/root"
+        self.sock = f"{base}/ctd.sock"
+        os.makedirs(base, exist_ok=True)
+        cfg = f"{run_dir}/containerd.toml"
+        with open(cfg, "w") as f:
+            f.write(f'version = 2\nroot = "{self.root}"\nstate = "{base}/state"\n'
+                    f'[grpc]\n  address = "{self.sock}"\n'
+                    '[plugins."io.containerd.grpc.v1.cri"]\n  disable = true\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
+        self.env = env
+        p = d.start("containerd", ["containerd", "--config", cfg], env=env)
+        wait_until("containerd", lambda: os.path.exists(self.sock)
+                   and self.ctr("version", check=False).returncode == 0, d, "containerd", p)
+        self.pid = p.pid
+
+    def ctr(self, *args, check=True):
+        return run(["ctr", "--address", self.sock, "-n", NS, *args], check=check, env=self.env)
+
+    def version(self):
+        return run(["containerd", "--version"]).stdout.strip()
+
+    def leftovers(self):
+        content = self.ctr("content", "ls", "-q").stdout.split()
+        snaps = [ln.split() for ln in
+                 self.ctr("snapshots", "--snapshotter", SNAPSHOTTER, "ls").stdout.splitlines()[1:]
+                 if ln.strip()]
+        return content, snaps
+
+    def make_cold(self, ref):
+        if ref in self.ctr("image", "ls", "-q").stdout.split():
+            self.ctr("image", "rm", "--sync", ref)
+        content, snaps = self.leftovers()
+        deadline = time.monotonic() + 10
+        while (content or snaps) and time.monotonic() < deadline:
+            # GC may still be finishing: give it a moment, then remove by hand,
+            # snapshots children first.
+            time.sleep(0.2)
+            content, snaps = self.leftovers()
+            if not (content or snaps):
+                break
+            parents = {s[1] for s in snaps if len(s) > 1}
+            leaves = [s[0] for s in snaps if s[0] not in parents]
+            if leaves:
+                self.ctr("snapshots", "--snapshotter", SNAPSHOTTER, "rm", *leaves, check=False)
+            if content and not snaps:
+                self.ctr("content", "rm", *content, check=False)
+            content, snaps = self.leftovers()
+        if content or snaps:
+            raise RuntimeError(f"containerd still has {len(content)} blobs and {len(snaps)} "
+                               "snapshots after image rm")
+        return tree_bytes(self.root)
+
+    def pull_argv(self, ref):
+        return ["ctr", "--address", self.sock, "-n", NS, "image", "pull", "--plain-http",
+                "--snapshotter", SNAPSHOTTER, ref]
+
+    def verify(self, ref, digest, out):
+        # REF TYPE DIGEST STATUS SIZE UNPACKED
+        lines = [ln.split() for ln in self.ctr("image", "check").stdout.splitlines()[1:]]
+        mine = [ln for ln in lines if ln and ln[0] == ref]
+        if not mine or mine[0][2] != digest or "complete" not in mine[0] or mine[0][-1] != "true":
+            raise RuntimeError(f"ctr image check does not show {ref} complete and unpacked: {mine}")
+        return len(self.leftovers()[1])
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path):
+    """Writes back the dirty data of the filesystem holding path."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if LIBC.syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs")
+    finally:
+        os.close(fd)
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system, all threads) a live process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def host_busy(seconds=2.0):
+    """Fraction of all CPUs busy (anything but idle and iowait) over a sample."""
+    def ticks():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = ticks()
+    time.sleep(seconds)
+    t1, i1 = ticks()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_pull(tool, ref, run_dir, rnd):
+    """Runs the pull CLI: wall seconds, wall seconds up to a syncfs after it,
+    CPU seconds of client + daemon, output."""
+    out_path = f"{run_dir}/{tool.name}-pull-{rnd}.out"
+    err_path = f"{run_dir}/{tool.name}-pull-{rnd}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        c0, d0 = children_cpu(), proc_cpu(tool.pid)
+        t0 = time.perf_counter()
+        p = subprocess.run(tool.pull_argv(ref), stdin=subprocess.DEVNULL, stdout=out,
+                           stderr=err, env=tool.env)
+        dt = time.perf_counter() - t0
+        cpu = children_cpu() - c0 + proc_cpu(tool.pid) - d0
+        syncfs(run_dir)
+        dt_sync = time.perf_counter() - t0
+    with open(out_path, errors="replace") as f:
+        text = f.read()
+    if p.returncode != 0:
+        with open(err_path, errors="replace") as f:
+            errors = f.read()
+        raise PullFailed(tool.name, f"{' '.join(tool.pull_argv(ref))} exited {p.returncode} "
+                         f"after {dt:.2f} s:\n{text[-2000:]}{errors[-4000:]}")
+    return dt, dt_sync, cpu, text
+
+
+class PullFailed(RuntimeError):
+    def __init__(self, tool, msg):
+        super().__init__(msg)
+        self.tool = tool
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3, help="timed pulls per tool (default 3)")
+    ap.add_argument("--workdir", default="/var/tmp/berth-bench-pull",
+                    help="cache (image layout) and run dir parent (default %(default)s)")
+    ap.add_argument("--clean", action="store_true", help="also remove the cached layout at the end")
+    ap.add_argument("--berth", default="target/release/berth", help="the berth binary")
+    a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if os.geteuid() != 0:
+        sys.exit("bench-pull needs root (overlayfs mounts)")
+    for tool in ("containerd", "ctr", "docker-registry", "skopeo"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: apt-get install containerd docker-registry skopeo")
+    berth_bin = os.path.abspath(a.berth)
+    workdir = os.path.abspath(a.workdir)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    os.makedirs(workdir, exist_ok=True)
+    # One run per work dir: holding the lock makes every run.* dir in it stale.
+    lock = open(os.path.join(workdir, "lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"another bench-pull is running in {workdir}")
+    reap_stale(workdir)
+    layout = os.path.join(workdir, "layout")
+    run_dir = tempfile.mkdtemp(prefix="run.", dir=workdir)
+    d = Daemons(run_dir)
+    code = 0
+    try:
+        code = bench(a, d, run_dir, layout, berth_bin)
+    finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        d.stop_all()
+        left = unmount_under(run_dir)
+        if left:
+            log(f"unmounted {len(left)} leftover mounts under {run_dir}: {left}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if a.clean:
+            shutil.rmtree(layout, ignore_errors=True)
+            shutil.rmtree(layout + ".building", ignore_errors=True)
+            try:
+                os.unlink(os.path.join(workdir, "lock"))
+                os.rmdir(workdir)
+            except OSError:
+                pass
+        lock.close()
+    return code
+
+
+def bench(a, d, run_dir, layout, berth_bin):
+    t0 = time.monotonic()
+    log(f"image layout {layout}")
+    st, cached = bigimage.ensure(layout)
+    log(f"  {'cached' if cached else 'built'} in {time.monotonic() - t0:.1f} s: "
+        f"{len(st['layers'])} layers, {st['files']} entries ({st['regular_files']} regular files), "
+        f"compressed {st['compressed_bytes'] / 1e6:.1f} MB, unpacked (layer tars) "
+        f"{st['tar_bytes'] / 1e6:.1f} MB, file data {st['file_bytes'] / 1e6:.1f} MB")
+
+    t0 = time.monotonic()
+    host = start_registry(d, run_dir)
+    ref = f"{host}/{REPO}:latest"
+    run(["skopeo", "--insecure-policy", "copy", "--quiet", "--preserve-digests",
+         "--dest-tls-verify=false", f"oci:{layout}:{st['ref_name']}", f"docker://{ref}"])
+    log(f"registry {host}: pushed {ref} in {time.monotonic() - t0:.1f} s")
+
+    t0 = time.monotonic()
+    tools = [Berth(d, run_dir, berth_bin), Containerd(d, run_dir)]
+    log(f"daemons up in {time.monotonic() - t0:.1f} s")
+    versions = {t.name: t.version() for t in tools}
+    versions["ctr"] = run(["ctr", "--version"]).stdout.strip()
+    versions["registry"] = run(["docker-registry", "--version"]).stdout.strip()
+    versions["skopeo"] = run(["skopeo", "--version"]).stdout.strip()
+    for k, v in versions.items():
+        log(f"  {k}: {v}")
+
+    times = {t.name: [] for t in tools}
+    cpus = {t.name: [] for t in tools}
+    synced = {t.name: [] for t in tools}
+    busy = host_busy()
+    log(f"CPU busy in the 2 s before the rounds: {busy:.0%} of {os.cpu_count()} CPUs")
+    if busy > 0.1:
+        log("  note: something else is running; wall times will be noisy (CPU s less so)")
+    log(f"{a.rounds} rounds, interleaved, cold (image, content and snapshots removed) each time")
+    for rnd in range(1, a.rounds + 1):
+        for t in tools:
+            c0 = time.monotonic()
+            left = t.make_cold(ref)
+            syncfs(run_dir)
+            cold_s = time.monotonic() - c0
+            try:
+                dt, dt_sync, cpu, out = timed_pull(t, ref, run_dir, rnd)
+            except PullFailed as e:
+                log(f"\n{e.tool} FAILED to pull:\n{e}")
+                if e.tool == "berth":
+                    log(f"berth serve log (tail):\n{d.log_tail('berth')}")
+                return 1
+            nsnap = t.verify(ref, st["manifest"], out)
+            times[t.name].append(dt)
+            cpus[t.name].append(cpu)
+            synced[t.name].append(dt_sync)
+            log(f"  round {rnd} {t.name:<10} {dt:7.2f} s, +syncfs {dt_sync:6.2f} s, CPU {cpu:6.2f} s  ({nsnap} snapshots; before it: "
+                f"{left / 1e6:.1f} MB left in its root, cleanup+sync {cold_s:.1f} s)")
+
+    log(f"CPU busy in the 2 s after the rounds: {host_busy():.0%}")
+    log("")
+    log(f"image: {st['compressed_bytes'] / 1e6:.1f} MB compressed, {st['tar_bytes'] / 1e6:.1f} MB "
+        f"unpacked, {st['files']} entries in {len(st['layers'])} layers; 1 MB = 10^6 bytes")
+    log(f"{'tool':<12}{'median s':>10}{'min s':>9}{'unpacked MB/s':>15}{'compressed MB/s':>17}"
+        f"{'CPU s':>8}{'+syncfs s':>11}   rounds (s)")
+    med = {}
+    for name, ts in times.items():
+        m = med[name] = statistics.median(ts)
+        log(f"{name:<12}{m:>10.2f}{min(ts):>9.2f}{st['tar_bytes'] / 1e6 / m:>15.1f}"
+            f"{st['compressed_bytes'] / 1e6 / m:>17.1f}{statistics.median(cpus[name]):>8.2f}"
+            f"{statistics.median(synced[name]):>11.2f}"
+            f"   {' '.join(f'{x:.2f}' for x in ts)}")
+    ratio = med["containerd"] / med["berth"]
+    log(f"containerd/berth (median seconds): {ratio:.2f}x  (>1 means berth is faster)")
+    sratio = statistics.median(synced["containerd"]) / statistics.median(synced["berth"])
+    log(f"containerd/berth with a syncfs after each pull: {sratio:.2f}x  (berth syncs before "
+        "it commits; containerd 1.6 leaves the unpacked files to background writeback)")
+    print(json.dumps({"rounds": a.rounds, "versions": versions,
+                      "image": {k: st[k] for k in ("compressed_bytes", "tar_bytes", "file_bytes",
+                                                   "files", "regular_files")},
+                      "seconds": {n: [round(x, 4) for x in ts] for n, ts in times.items()},
+                      "median_s": {n: round(m, 4) for n, m in med.items()},
+                      "cpu_s": {n: [round(x, 3) for x in ts] for n, ts in cpus.items()},
+                      "with_syncfs_s": {n: [round(x, 4) for x in ts] for n, ts in synced.items()},
+                      "containerd_over_berth": round(ratio, 3),
+                      "containerd_over_berth_with_syncfs": round(sratio, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except RuntimeError as e:
+        sys.exit(f"bench-pull: {e}")

@@ -1,0 +1,501 @@
+//! Containers and tasks through the manager's gRPC API, end to end: a real
+//! daemon, real shims, the real runtime, busybox pulled from a local
+//! registry.
+
+use std::time::{Duration, Instant};
+
+use berth_integration_tests::fixtures::image;
+use berth_integration_tests::manager::Daemon;
+use berth_integration_tests::registry::Registry;
+use berth_proto::events::v1::envelope::Event;
+use berth_proto::manager::v1 as pb;
+use berth_proto::shim::v1 as shim;
+use tonic::transport::Channel;
+use tonic::Request;
+
+struct Api {
+    ch: Channel,
+    ns: String,
+}
+
+impl Api {
+    async fn connect(d: &Daemon, ns: &str) -> Api {
+        let ch = berth_proto::transport::connect(&d.socket().display().to_string())
+            .await
+            .unwrap();
+        Api {
+            ch,
+            ns: ns.to_owned(),
+        }
+    }
+
+    fn req<T>(&self, t: T) -> Request<T> {
+        let mut r = Request::new(t);
+        r.metadata_mut()
+            .insert(berth_proto::NAMESPACE_HEADER, self.ns.parse().unwrap());
+        r
+    }
+
+    fn containers(&self) -> pb::containers_client::ContainersClient<Channel> {
+        pb::containers_client::ContainersClient::new(self.ch.clone())
+    }
+
+    fn tasks(&self) -> pb::tasks_client::TasksClient<Channel> {
+        pb::tasks_client::TasksClient::new(self.ch.clone())
+    }
+
+    async fn create(
+        &self,
+        id: &str,
+        image: &str,
+        options: pb::SpecOptions,
+        labels: &[(&str, &str)],
+    ) -> Result<pb::Container, tonic::Status> {
+        self.containers()
+            .create(
+                self.req(pb::CreateContainerRequest {
+                    id: id.into(),
+                    image: image.into(),
+                    options: Some(options),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Creates and starts the task; returns its log path.
+    async fn start(&self, id: &str) -> String {
+        let t = self
+            .tasks()
+            .create(self.req(pb::CreateTaskRequest {
+                container_id: id.into(),
+                log_path: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        self.tasks()
+            .start(self.req(shim::StartRequest {
+                id: id.into(),
+                exec_id: String::new(),
+            }))
+            .await
+            .unwrap();
+        t.log_path
+    }
+
+    async fn wait(&self, id: &str) -> shim::WaitResponse {
+        self.tasks()
+            .wait(self.req(shim::WaitRequest {
+                id: id.into(),
+                exec_id: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn remove(&self, id: &str) {
+        self.tasks()
+            .delete(self.req(shim::DeleteRequest {
+                id: id.into(),
+                exec_id: String::new(),
+            }))
+            .await
+            .unwrap();
+        self.containers()
+            .delete(self.req(pb::DeleteContainerRequest { id: id.into() }))
+            .await
+            .unwrap();
+    }
+
+    /// Runs `args` to completion; returns (exit status, log text).
+    async fn run(&self, id: &str, image: &str, mut o: pb::SpecOptions) -> (u32, String) {
+        if o.args.is_empty() {
+            o.args = vec!["true".into()];
+        }
+        self.create(id, image, o, &[]).await.unwrap();
+        let log = self.start(id).await;
+        let st = self.wait(id).await;
+        self.remove(id).await;
+        (st.exit_status, log_text(&log))
+    }
+}
+
+/// The text lines of a CRI log (timestamp, stream and tag stripped).
+fn log_text(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn sh(script: &str) -> pb::SpecOptions {
+    pb::SpecOptions {
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    _reg: Registry,
+    d: Daemon,
+    image: String,
+    _tmp: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = image::standard(&tmp.path().join("layout")).unwrap();
+    let reg = Registry::start().unwrap();
+    reg.push_layout(&imgs.layout, "busybox", "test/busybox", "latest")
+        .unwrap();
+    let d = Daemon::start();
+    let image = format!("{}/test/busybox:latest", reg.host());
+    d.ok(&["pull", &image]);
+    Setup {
+        _reg: reg,
+        d,
+        image,
+        _tmp: tmp,
+    }
+}
+
+fn status_field(log: &str, field: &str) -> String {
+    log.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {field} in {log:?}"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn run_exit_codes_and_logs() {
+    let s = setup();
+    let api = Api::connect(&s.d, "default").await;
+    let (code, log) = api
+        .run("exit3", &s.image, sh("echo hello from $(hostname); exit 3"))
+        .await;
+    assert_eq!(code, 3);
+    assert_eq!(log, "hello from exit3\n");
+    // Killed from outside: 128 + the signal.
+    api.create("killed", &s.image, sh("sleep 1000"), &[])
+        .await
+        .unwrap();
+    api.start("killed").await;
+    api.tasks()
+        .kill(api.req(shim::KillRequest {
+            id: "killed".into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(api.wait("killed").await.exit_status, 137);
+    api.remove("killed").await;
+    // Nothing of the containers is left: snapshots, bundles, records.
+    let snaps = s.d.json(&["snapshots", "--json"]);
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["kind"] == "committed"),
+        "{snaps}"
+    );
+    assert!(
+        std::fs::read_dir(s.d.dir().join("state/tasks/default"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
+    let err = api
+        .create("x", "127.0.0.1:1/none:latest", sh("true"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    let err = api
+        .create("../x", &s.image, sh("true"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn default_security_and_privileged() {
+    let s = setup();
+    let api = Api::connect(&s.d, "default").await;
+    // A masked path this kernel has (masking binds /dev/null over it).
+    let masked = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap();
+    let probe = &format!("grep -E '^(CapEff|Seccomp):' /proc/self/status; echo masked=$(wc -c < {masked}); \
+                 echo sysrq=$( (echo h > /proc/sysrq-trigger) 2>/dev/null && echo writable || echo ro); \
+                 echo mount=$(mkdir -p /tmp/m && mount -t tmpfs t /tmp/m >/dev/null 2>&1 && echo ok || echo refused)");
+    let (code, log) = api.run("default", &s.image, sh(probe.as_str())).await;
+    assert_eq!(code, 0, "{log}");
+    // Docker's default set: chown dac_override fowner fsetid kill setgid
+    // setuid setpcap net_bind_service net_raw sys_chroot mknod audit_write
+    // setfcap.
+    assert_eq!(status_field(&log, "CapEff"), "00000000a80425fb", "{log}");
+    assert_eq!(status_field(&log, "Seccomp"), "2", "{log}");
+    assert!(log.contains("masked=0"), "{masked} must be masked: {log}");
+    assert!(log.contains("sysrq=ro"), "{log}");
+    assert!(log.contains("mount=refused"), "{log}");
+
+    let (code, log) = api
+        .run(
+            "privileged",
+            &s.image,
+            pb::SpecOptions {
+                privileged: true,
+                ..sh(probe.as_str())
+            },
+        )
+        .await;
+    assert_eq!(code, 0, "{log}");
+    let bnd = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(
+        status_field(&log, "CapEff"),
+        status_field(&bnd, "CapBnd"),
+        "{log}"
+    );
+    assert_eq!(status_field(&log, "Seccomp"), "0", "{log}");
+    assert!(!log.contains("masked=0"), "{log}");
+    assert!(log.contains("mount=ok"), "{log}");
+
+    let (_, log) = api
+        .run(
+            "capdrop",
+            &s.image,
+            pb::SpecOptions {
+                cap_drop: vec!["ALL".into()],
+                cap_add: vec!["net_raw".into()],
+                user: "65534:65534".into(),
+                ..sh("grep -E '^(CapEff|CapBnd|Uid|Gid):' /proc/self/status; id -u")
+            },
+        )
+        .await;
+    assert_eq!(status_field(&log, "CapBnd"), "0000000000002000", "{log}");
+    assert!(log.lines().any(|l| l == "65534"), "{log}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stop_uses_the_signal_then_kills_after_the_timeout() {
+    let s = setup();
+    let api = Api::connect(&s.d, "default").await;
+    api.create(
+        "polite",
+        &s.image,
+        sh("trap 'exit 42' TERM; while true; do sleep 0.1; done"),
+        &[],
+    )
+    .await
+    .unwrap();
+    api.start("polite").await;
+    std::thread::sleep(Duration::from_millis(300));
+    let st = api
+        .tasks()
+        .stop(api.req(pb::StopTaskRequest {
+            id: "polite".into(),
+            timeout_seconds: 10,
+            signal: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.exit_status, 42);
+    api.remove("polite").await;
+
+    api.create(
+        "stubborn",
+        &s.image,
+        sh("trap '' TERM; while true; do sleep 0.1; done"),
+        &[],
+    )
+    .await
+    .unwrap();
+    api.start("stubborn").await;
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let st = api
+        .tasks()
+        .stop(api.req(pb::StopTaskRequest {
+            id: "stubborn".into(),
+            timeout_seconds: 1,
+            signal: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.exit_status, 137);
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    api.remove("stubborn").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn events_report_the_lifecycle() {
+    let s = setup();
+    let api = Api::connect(&s.d, "default").await;
+    let mut events = pb::events_client::EventsClient::new(api.ch.clone())
+        .subscribe(pb::SubscribeRequest {
+            namespaces: vec!["default".into()],
+            topics: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    api.run("ev", &s.image, sh("exit 5")).await;
+    let mut topics = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !topics.iter().any(|t: &String| t == "/containers/delete") && Instant::now() < deadline {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Event::TaskExit(x)) = &e.event {
+            assert_eq!(x.exit_status, 5);
+        }
+        topics.push(e.topic);
+    }
+    for want in [
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+    ] {
+        assert!(
+            topics.iter().any(|t| t == want),
+            "{want} missing from {topics:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn containers_outlive_the_manager_and_exits_while_it_is_down_are_reported() {
+    let mut s = setup();
+    let image = s.image.clone();
+    {
+        let api = Api::connect(&s.d, "default").await;
+        api.create("long", &image, sh("sleep 1000"), &[])
+            .await
+            .unwrap();
+        api.start("long").await;
+        api.create("short", &image, sh("sleep 1000"), &[])
+            .await
+            .unwrap();
+        api.start("short").await;
+        api.create(
+            "rm",
+            &image,
+            sh("sleep 1000"),
+            &[("berth.io/auto-remove", "true")],
+        )
+        .await
+        .unwrap();
+        api.start("rm").await;
+    }
+    let pid_of = |d: &Daemon, id: &str| -> i32 {
+        std::fs::read_to_string(d.dir().join(format!("state/tasks/default/{id}/init.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (long, short, rm) = (
+        pid_of(&s.d, "long"),
+        pid_of(&s.d, "short"),
+        pid_of(&s.d, "rm"),
+    );
+    s.d.kill9();
+    // While the manager is down: one container exits on its own, one is
+    // killed; the long one runs on.
+    let exited_at = std::time::SystemTime::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(short),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rm),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(long), None).is_ok(),
+        "long must still run"
+    );
+    s.d.respawn();
+
+    let api = Api::connect(&s.d, "default").await;
+    let tasks = api
+        .tasks()
+        .list(api.req(pb::ListTasksRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    let get = |id: &str| tasks.iter().find(|t| t.id == id).cloned();
+    assert_eq!(
+        get("long").map(|t| t.status),
+        Some(shim::Status::Running as i32),
+        "{tasks:?}"
+    );
+    let st = api.wait("short").await;
+    assert_eq!(st.exit_status, 137);
+    let at = st.exited_at.unwrap();
+    let at = std::time::UNIX_EPOCH + Duration::new(at.seconds as u64, at.nanos as u32);
+    let skew = at
+        .duration_since(exited_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        skew < Duration::from_secs(2),
+        "exit time is when it happened, not when the manager learned it: {skew:?}"
+    );
+    // The auto-remove container went away by itself after the restart.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = api
+            .containers()
+            .list(api.req(pb::ListContainersRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        if !list.containers.iter().any(|c| c.id == "rm") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "auto-remove did not happen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    api.tasks()
+        .kill(api.req(shim::KillRequest {
+            id: "long".into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: false,
+        }))
+        .await
+        .unwrap();
+    api.wait("long").await;
+    api.remove("long").await;
+    api.remove("short").await;
+    let mounts = berth_integration_tests::manager::mounts_under(s.d.dir());
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}

@@ -1,0 +1,262 @@
+//! The command line: `berth serve` runs the daemon; every other command is a
+//! client of it over gRPC.
+
+mod images;
+mod stores;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::config::{Config, DEFAULT_STATE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: containers from OCI images, containerd-style"
+)]
+struct Cli {
+    /// The manager's socket.
+    #[arg(long, global = true, env = "BERTH_ADDRESS")]
+    address: Option<PathBuf>,
+    /// Namespace of the objects a command works on.
+    #[arg(short, long, global = true, env = "BERTH_NAMESPACE", default_value = berth_proto::DEFAULT_NAMESPACE)]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Pull an image from a registry.
+    #[command(
+        after_help = "Examples:\n  berth pull busybox\n  berth pull --plain-http 127.0.0.1:5000/test/busybox:latest\n  berth pull --platform linux/arm64 alpine:3.20"
+    )]
+    Pull(images::PullArgs),
+    /// List images.
+    #[command(alias = "image", alias = "ls")]
+    Images(JsonFlag),
+    /// Remove images (their content and snapshots go at the next collection).
+    Rmi {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Load images from a tarball (OCI image layout or docker-archive).
+    Load {
+        /// The tarball; standard input when omitted.
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+    },
+    /// Save images to a tarball (OCI image layout, readable by docker load).
+    Save {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List snapshots.
+    Snapshots(stores::SnapshotsArgs),
+    /// List content blobs (and ingests in progress with --ingests).
+    Content(stores::ContentArgs),
+    /// List, create or remove namespaces.
+    Namespaces(stores::NamespacesArgs),
+    /// Remove content and snapshots no image, container or lease holds.
+    Gc(JsonFlag),
+    /// Show the client's and the daemon's versions.
+    Version,
+}
+
+#[derive(Debug, clap::Args)]
+struct JsonFlag {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (default /etc/berth/config.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Persistent data directory (default /var/lib/berth).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory (default /run/berth).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Default snapshotter: overlayfs or native.
+    #[arg(long)]
+    snapshotter: Option<String>,
+    /// A registry (host[:port]) to reach over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Log filter (tracing's env-filter syntax), e.g. info or berth_manager=debug.
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log_level: String,
+}
+
+type Intercepted = InterceptedService<Channel, Namespaced>;
+
+/// Adds the namespace header to every call.
+#[derive(Clone)]
+pub struct Namespaced(tonic::metadata::AsciiMetadataValue);
+
+impl tonic::service::Interceptor for Namespaced {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert(berth_proto::NAMESPACE_HEADER, self.0.clone());
+        Ok(req)
+    }
+}
+
+pub struct Client {
+    channel: Channel,
+    ns: Namespaced,
+}
+
+impl Client {
+    async fn connect(address: Option<PathBuf>, ns: &str) -> Result<Self> {
+        let path = address.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE).join("berth.sock"));
+        crate::namespace::validate(ns)?;
+        let channel = berth_proto::transport::connect(&path.display().to_string())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the manager at {}: is `berth serve` running? (set --address or BERTH_ADDRESS for another socket)",
+                    path.display()
+                )
+            })?;
+        Ok(Self {
+            channel,
+            ns: Namespaced(ns.parse().context("namespace")?),
+        })
+    }
+
+    fn images(&self) -> crate::server::pb::images_client::ImagesClient<Intercepted> {
+        crate::server::pb::images_client::ImagesClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    fn content(&self) -> crate::server::pb::content_client::ContentClient<Intercepted> {
+        crate::server::pb::content_client::ContentClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    fn snapshots(&self) -> crate::server::pb::snapshots_client::SnapshotsClient<Intercepted> {
+        crate::server::pb::snapshots_client::SnapshotsClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    fn namespaces(&self) -> crate::server::pb::namespaces_client::NamespacesClient<Intercepted> {
+        crate::server::pb::namespaces_client::NamespacesClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    fn leases(&self) -> crate::server::pb::leases_client::LeasesClient<Intercepted> {
+        crate::server::pb::leases_client::LeasesClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    fn version(&self) -> crate::server::pb::version_client::VersionClient<Channel> {
+        crate::server::pb::version_client::VersionClient::new(self.channel.clone())
+    }
+}
+
+/// A gRPC status as a person reads it: the message, not the transport dump.
+pub(crate) fn rpc(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&a.log_level).context("--log-level")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut c = Config::load(a.config.as_deref())?;
+    if let Some(r) = a.root {
+        c.root = r;
+    }
+    if let Some(s) = a.state {
+        c.state = s;
+    }
+    if let Some(s) = a.snapshotter {
+        c.snapshotter = s;
+    }
+    c.registry.insecure.extend(a.insecure_registries);
+    crate::daemon::serve(c)
+}
+
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let Command::Serve(a) = cli.command else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        return rt.block_on(async move {
+            let c = Client::connect(cli.address, &cli.namespace).await?;
+            match cli.command {
+                Command::Serve(_) => unreachable!("handled above"),
+                Command::Pull(a) => images::pull(&c, a).await,
+                Command::Images(j) => images::list(&c, j.json).await,
+                Command::Rmi { names } => images::remove(&c, names).await,
+                Command::Load { input } => images::load(&c, input).await,
+                Command::Save { names, output } => images::save(&c, names, output).await,
+                Command::Snapshots(a) => stores::snapshots(&c, a).await,
+                Command::Content(a) => stores::content(&c, a).await,
+                Command::Namespaces(a) => stores::namespaces(&c, a).await,
+                Command::Gc(j) => stores::gc(&c, j.json).await,
+                Command::Version => {
+                    let v = c
+                        .version()
+                        .version(crate::server::pb::VersionRequest {})
+                        .await
+                        .map_err(rpc)?
+                        .into_inner();
+                    println!(
+                        "client: {}\nserver: {} {}",
+                        env!("CARGO_PKG_VERSION"),
+                        v.version,
+                        v.revision
+                    );
+                    Ok(())
+                }
+            }
+        });
+    };
+    serve(a)
+}
+
+/// Sizes as people read them.
+pub(crate) fn human(bytes: i64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        n if n < 1000 => format!("{n} B"),
+        n if n < 1_000_000 => format!("{:.1} kB", b / 1e3),
+        n if n < 1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
+pub(crate) fn age(ts: i64) -> String {
+    let s = (chrono::Utc::now().timestamp() - ts).max(0);
+    match s {
+        s if s < 60 => format!("{s} seconds ago"),
+        s if s < 3600 => format!("{} minutes ago", s / 60),
+        s if s < 86400 => format!("{} hours ago", s / 3600),
+        s => format!("{} days ago", s / 86400),
+    }
+}

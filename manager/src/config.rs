@@ -1,0 +1,162 @@
+//! Daemon configuration: defaults, then a TOML file, then flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::remote::RegistryOptions;
+
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_STATE: &str = "/run/berth";
+pub const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: metadata, content, snapshots.
+    pub root: PathBuf,
+    /// Runtime state: the socket, task bundles, shim sockets.
+    pub state: PathBuf,
+    /// The gRPC socket; `<state>/berth.sock` when unset.
+    pub address: Option<PathBuf>,
+    /// Snapshotter for unpacking when a request names none.
+    pub snapshotter: String,
+    /// Layers downloaded (and unpacked) at once per pull.
+    pub max_concurrent_downloads: usize,
+    pub registry: RegistryOptions,
+    /// The shim binary; `berth-shim` beside this binary, else on PATH.
+    pub shim: Option<PathBuf>,
+    /// The default runtime; `berth-runtime` beside this binary, else on PATH.
+    pub runtime: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: DEFAULT_ROOT.into(),
+            state: DEFAULT_STATE.into(),
+            address: None,
+            snapshotter: "overlayfs".into(),
+            max_concurrent_downloads: 4,
+            registry: RegistryOptions {
+                certs_dir: Some("/etc/berth/certs.d".into()),
+                ..Default::default()
+            },
+            shim: None,
+            runtime: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path`; a missing file at the default location means defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (p, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let c: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: p.display().to_string(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::snapshot::Driver::parse(&self.snapshotter)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !self.root.is_absolute() || !self.state.is_absolute() {
+            return Err(ConfigError::Invalid(
+                "root and state must be absolute paths".into(),
+            ));
+        }
+        if self.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid(
+                "max_concurrent_downloads must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn shim_path(&self) -> PathBuf {
+        self.shim.clone().unwrap_or_else(|| sibling("berth-shim"))
+    }
+
+    pub fn runtime_path(&self) -> PathBuf {
+        self.runtime
+            .clone()
+            .unwrap_or_else(|| sibling("berth-runtime"))
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.address
+            .clone()
+            .unwrap_or_else(|| self.state.join("berth.sock"))
+    }
+}
+
+/// `name` in this executable's directory when it is there (an unpacked
+/// release or a cargo build), else the bare name for PATH lookup.
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "root = \"/tmp/r\"\n[registry]\ninsecure = [\"reg:5000\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        assert_eq!(c.state, PathBuf::from(DEFAULT_STATE));
+        assert_eq!(c.registry.insecure, vec!["reg:5000".to_string()]);
+        std::fs::write(&p, "snapshoter = \"native\"\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err());
+        std::fs::write(&p, "snapshotter = \"zfs\"\n").unwrap();
+        assert!(Config::load(Some(&p))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown snapshotter"));
+    }
+}

@@ -1,0 +1,391 @@
+//! Container records: an image's writable snapshot plus a runtime spec.
+//!
+//! Creating one prepares the snapshot (under a lease, so a crash halfway
+//! leaves nothing the collector keeps), resolves the user in the image's own
+//! `/etc/passwd`, writes the container's `/etc` files under
+//! `<root>/containers/<namespace>/<id>/` and stores the generated spec.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use berth_proto::manager::v1::{CreateContainerRequest, SpecOptions};
+
+use crate::content::Digest;
+use crate::image::{self, ImageError, ImageRecord, Platform};
+use crate::lease::{self, LeaseError, Resource};
+use crate::metadata::{key, MetadataError, Table};
+use crate::namespace::{self, NamespaceError};
+use crate::snapshot::{Driver, Kind, Mount, SnapshotError};
+use crate::spec::{self, ImageConfig, SpecError};
+use crate::Manager;
+
+/// Labels with a meaning to the manager.
+pub mod labels {
+    /// "true": remove the container (and its task) when its task exits,
+    /// as `docker run --rm` does, even if that happens while the manager is
+    /// down.
+    pub const AUTO_REMOVE: &str = "berth.io/auto-remove";
+    /// "true": keep a stdin pipe open for attach.
+    pub const STDIN: &str = "berth.io/stdin";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub image: String,
+    pub snapshotter: String,
+    pub snapshot_key: String,
+    pub spec: serde_json::Value,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub runtime: String,
+    pub created: i64,
+    pub updated: i64,
+}
+
+impl ContainerRecord {
+    pub fn label(&self, k: &str) -> bool {
+        self.labels.get(k).is_some_and(|v| v == "true")
+    }
+
+    pub fn terminal(&self) -> bool {
+        self.spec["process"]["terminal"].as_bool().unwrap_or(false)
+    }
+
+    pub fn stop_signal(&self) -> u32 {
+        self.spec["annotations"][spec::STOP_SIGNAL_ANNOTATION]
+            .as_str()
+            .and_then(spec::signal_number)
+            .unwrap_or(libc::SIGTERM as u32)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("container id {id:?}: {source}")]
+    BadId {
+        id: String,
+        source: berth_proto::identifiers::IdentifierError,
+    },
+    #[error("container {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("container {0:?} not found")]
+    NotFound(String),
+    #[error("container {0:?} has a task; delete the task first")]
+    HasTask(String),
+    #[error("image {image} is not unpacked in the {snapshotter} snapshotter: pull it again")]
+    NotUnpacked { image: String, snapshotter: String },
+    #[error("the spec given is not valid JSON: {0}")]
+    BadSpec(serde_json::Error),
+    #[error("mounting the image to read its users: {0}")]
+    Mount(String),
+    #[error("container files {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `<root>/containers/<namespace>/<id>`: files that live as long as the
+/// container record (its /etc files).
+pub fn dir(m: &Manager, ns: &str, id: &str) -> PathBuf {
+    m.config.root.join("containers").join(ns).join(id)
+}
+
+pub fn get(m: &Manager, ns: &str, id: &str) -> Result<ContainerRecord, ContainerError> {
+    m.meta
+        .get(Table::Containers, &key(ns, id))?
+        .ok_or_else(|| ContainerError::NotFound(id.to_owned()))
+}
+
+pub fn list(m: &Manager, ns: &str) -> Result<Vec<ContainerRecord>, ContainerError> {
+    Ok(m.meta
+        .list::<ContainerRecord>(Table::Containers, &key(ns, ""))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// Mounts `mounts` read-only at a fresh directory, runs `f` on it, unmounts.
+fn with_mounted<T>(
+    m: &Manager,
+    mounts: &[Mount],
+    f: impl FnOnce(&Path) -> T,
+) -> Result<T, ContainerError> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let base = m.config.state.join("tmpmounts");
+    std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+    let target = tempfile::Builder::new()
+        .tempdir_in(&base)
+        .map_err(io_err(&base))?;
+    let mnt = &mounts[0];
+    let r = if mnt.kind == "bind" {
+        mount(
+            Some(mnt.source.as_str()),
+            target.path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .and_then(|()| {
+            mount(
+                None::<&str>,
+                target.path(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+        })
+    } else {
+        let data = mnt.options.join(",");
+        mount(
+            Some("overlay"),
+            target.path(),
+            Some("overlay"),
+            MsFlags::MS_RDONLY,
+            Some(data.as_str()),
+        )
+    };
+    r.map_err(|e| ContainerError::Mount(e.to_string()))?;
+    let out = f(target.path());
+    umount2(target.path(), MntFlags::MNT_DETACH)
+        .map_err(|e| ContainerError::Mount(e.to_string()))?;
+    Ok(out)
+}
+
+fn lookup_image(m: &Manager, ns: &str, name: &str) -> Result<ImageRecord, ContainerError> {
+    let full = crate::remote::parse_reference(name)
+        .map(|r| crate::remote::canonical_name(&r))
+        .unwrap_or_else(|_| name.to_owned());
+    m.meta
+        .get::<ImageRecord>(Table::Images, &key(ns, &full))?
+        .ok_or_else(|| ImageError::NotFound(name.to_owned()).into())
+}
+
+fn write_etc(dir: &Path, hostname: &str, own_netns: bool) -> Result<(), ContainerError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let hosts = if own_netns {
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+    } else {
+        let mut h = std::fs::read_to_string("/etc/hosts")
+            .unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into());
+        h.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        h
+    };
+    let resolv = if own_netns {
+        String::new()
+    } else {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    };
+    for (name, text) in [
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+        ("hostname", format!("{hostname}\n")),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
+pub async fn create(
+    m: &Arc<Manager>,
+    ns: &str,
+    req: CreateContainerRequest,
+) -> Result<ContainerRecord, ContainerError> {
+    namespace::validate(ns)?;
+    berth_proto::identifiers::validate(&req.id).map_err(|source| ContainerError::BadId {
+        id: req.id.clone(),
+        source,
+    })?;
+    if m.meta
+        .get::<ContainerRecord>(Table::Containers, &key(ns, &req.id))?
+        .is_some()
+    {
+        return Err(ContainerError::AlreadyExists(req.id));
+    }
+    let driver = Driver::parse(if req.snapshotter.is_empty() {
+        &m.config.snapshotter
+    } else {
+        &req.snapshotter
+    })?;
+    let img = lookup_image(m, ns, &req.image)?;
+    let resolved = image::resolve_local(&m.content, &img.target, &Platform::host())?;
+    let top = image::chain_ids(&resolved.diff_ids).last().cloned();
+    if let Some(t) = &top {
+        if !m.snapshots.exists(ns, driver, t)? {
+            return Err(ContainerError::NotUnpacked {
+                image: img.name.clone(),
+                snapshotter: driver.name().into(),
+            });
+        }
+    }
+    let config = image::config(
+        &resolved.config,
+        &m.content
+            .read_blob(&Digest::parse(&resolved.config.digest).map_err(ImageError::from)?)
+            .map_err(ImageError::from)?,
+    )?;
+    let img_cfg = ImageConfig::from_image(&config);
+
+    let lease_id = format!(
+        "create-{}-{}",
+        req.id,
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
+    let snapshot_key = req.id.clone();
+    let mounts = {
+        let _g = m.gc_lock.read().await;
+        m.meta.write(|tx| namespace::ensure_in(tx, ns))?;
+        lease::create(&m.meta, ns, &lease_id, 3600)?;
+        m.meta.write(|tx| {
+            lease::add_in(
+                tx,
+                ns,
+                &lease_id,
+                Resource::snapshot(driver.name(), &snapshot_key),
+            )
+        })?;
+        m.snapshots.prepare(
+            ns,
+            driver,
+            &snapshot_key,
+            top.as_deref(),
+            BTreeMap::new(),
+            Kind::Active,
+        )?
+    };
+    let r = finish_create(m, ns, &req, driver, &img, &img_cfg, &snapshot_key, &mounts).await;
+    if r.is_err() {
+        let _ = m.snapshots.remove(ns, driver, &snapshot_key);
+        let _ = std::fs::remove_dir_all(dir(m, ns, &req.id));
+    }
+    let _ = lease::delete(&m.meta, ns, &lease_id);
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_create(
+    m: &Arc<Manager>,
+    ns: &str,
+    req: &CreateContainerRequest,
+    driver: Driver,
+    img: &ImageRecord,
+    img_cfg: &ImageConfig,
+    snapshot_key: &str,
+    mounts: &[Mount],
+) -> Result<ContainerRecord, ContainerError> {
+    let opts: SpecOptions = req.options.clone().unwrap_or_default();
+    let spec = if !req.spec.is_empty() {
+        serde_json::from_slice(&req.spec).map_err(ContainerError::BadSpec)?
+    } else {
+        let user = if opts.user.is_empty() {
+            img_cfg.user.clone()
+        } else {
+            opts.user.clone()
+        };
+        let ids = {
+            let m2 = m.clone();
+            let mounts = mounts.to_vec();
+            tokio::task::spawn_blocking(move || {
+                with_mounted(&m2, &mounts, |root| spec::resolve_user(&user, root))
+            })
+            .await
+            .map_err(|e| ContainerError::Mount(e.to_string()))???
+        };
+        let cdir = dir(m, ns, &req.id);
+        let hostname = spec::hostname(&opts, &req.id);
+        write_etc(&cdir, &hostname, opts.network == "none")?;
+        let (hosts, resolv, hn) = (
+            cdir.join("hosts"),
+            cdir.join("resolv.conf"),
+            cdir.join("hostname"),
+        );
+        spec::generate(&spec::Inputs {
+            namespace: ns,
+            id: &req.id,
+            image: img_cfg,
+            options: &opts,
+            ids,
+            etc: spec::EtcFiles {
+                hosts: &hosts,
+                resolv_conf: &resolv,
+                hostname: &hn,
+            },
+        })?
+    };
+    let now = chrono::Utc::now().timestamp();
+    let mut labels: BTreeMap<String, String> = req.labels.clone().into_iter().collect();
+    if opts.stdin {
+        labels.insert(labels::STDIN.into(), "true".into());
+    }
+    let rec = ContainerRecord {
+        id: req.id.clone(),
+        image: img.name.clone(),
+        snapshotter: driver.name().into(),
+        snapshot_key: snapshot_key.to_owned(),
+        spec,
+        labels,
+        runtime: if req.runtime.is_empty() {
+            m.config.runtime_path().display().to_string()
+        } else {
+            req.runtime.clone()
+        },
+        created: now,
+        updated: now,
+    };
+    let k = key(ns, &req.id);
+    m.meta.write(|tx| -> Result<(), ContainerError> {
+        if tx.get::<ContainerRecord>(Table::Containers, &k)?.is_some() {
+            return Err(ContainerError::AlreadyExists(req.id.clone()));
+        }
+        tx.put(Table::Containers, &k, &rec)?;
+        Ok(())
+    })?;
+    Ok(rec)
+}
+
+/// Removes the record, its snapshot and its files. The caller checks that
+/// no task runs.
+pub fn delete(m: &Manager, ns: &str, id: &str) -> Result<(), ContainerError> {
+    let rec = get(m, ns, id)?;
+    m.meta
+        .write(|tx| tx.delete(Table::Containers, &key(ns, id)))?;
+    if let Ok(d) = Driver::parse(&rec.snapshotter) {
+        match m.snapshots.remove(ns, d, &rec.snapshot_key) {
+            Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+            // The collector removes it later: the record is gone.
+            Err(e) => {
+                tracing::warn!(container = id, error = %e, "removing the container's snapshot")
+            }
+        }
+    }
+    let d = dir(m, ns, id);
+    match std::fs::remove_dir_all(&d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&d)(e)),
+    }
+}

@@ -1,0 +1,208 @@
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::shim::v1 as shim;
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{namespace, pb};
+use crate::task::{self, TaskError};
+use crate::Manager;
+
+pub struct Service(pub Arc<Manager>);
+
+type Empty = Response<()>;
+
+impl Service {
+    #[allow(clippy::result_large_err)]
+    fn client(
+        &self,
+        ns: &str,
+        id: &str,
+    ) -> Result<shim::shim_client::ShimClient<tonic::transport::Channel>, Status> {
+        Ok(self.0.tasks.get(ns, id)?.client)
+    }
+}
+
+/// Forwards a call to the task's shim: `$method` on the request, which
+/// names the container in `id`.
+macro_rules! forward {
+    ($self:ident, $req:ident, $method:ident) => {{
+        let ns = namespace(&$req)?;
+        let r = $req.into_inner();
+        let mut c = $self.client(&ns, &r.id)?;
+        c.$method(r).await
+    }};
+}
+
+#[tonic::async_trait]
+impl pb::tasks_server::Tasks for Service {
+    async fn create(
+        &self,
+        req: Request<pb::CreateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(
+            task::create(&self.0, &ns, &r.container_id, &r.log_path).await?,
+        ))
+    }
+
+    async fn start(
+        &self,
+        req: Request<shim::StartRequest>,
+    ) -> Result<Response<shim::StartResponse>, Status> {
+        forward!(self, req, start)
+    }
+
+    async fn get(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let ns = namespace(&req)?;
+        let id = req.into_inner().id;
+        let h = self.0.tasks.get(&ns, &id)?;
+        let st = h
+            .client
+            .clone()
+            .state(shim::StateRequest {
+                id: id.clone(),
+                exec_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(task::task_pb(&id, &st, &h.log_path)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let ns = namespace(&req)?;
+        let mut tasks = Vec::new();
+        for (id, h) in self.0.tasks.list(&ns) {
+            let st = h
+                .client
+                .clone()
+                .state(shim::StateRequest {
+                    id: id.clone(),
+                    exec_id: String::new(),
+                })
+                .await;
+            if let Ok(st) = st {
+                tasks.push(task::task_pb(&id, &st.into_inner(), &h.log_path));
+            }
+        }
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
+    }
+
+    async fn kill(&self, req: Request<shim::KillRequest>) -> Result<Empty, Status> {
+        forward!(self, req, kill)
+    }
+
+    async fn wait(
+        &self,
+        req: Request<shim::WaitRequest>,
+    ) -> Result<Response<shim::WaitResponse>, Status> {
+        forward!(self, req, wait)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<shim::DeleteRequest>,
+    ) -> Result<Response<shim::DeleteResponse>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(
+            task::delete(&self.0, &ns, req.into_inner()).await?,
+        ))
+    }
+
+    async fn stop(
+        &self,
+        req: Request<pb::StopTaskRequest>,
+    ) -> Result<Response<shim::WaitResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let timeout = Duration::from_secs(u64::from(r.timeout_seconds));
+        Ok(Response::new(
+            task::stop(&self.0, &ns, &r.id, timeout, r.signal).await?,
+        ))
+    }
+
+    async fn exec(&self, req: Request<shim::ExecRequest>) -> Result<Empty, Status> {
+        forward!(self, req, exec)
+    }
+
+    async fn resize_pty(&self, req: Request<shim::ResizePtyRequest>) -> Result<Empty, Status> {
+        forward!(self, req, resize_pty)
+    }
+
+    async fn close_io(&self, req: Request<shim::CloseStdinRequest>) -> Result<Empty, Status> {
+        forward!(self, req, close_stdin)
+    }
+
+    type AttachStream = Pin<Box<dyn Stream<Item = Result<shim::AttachResponse, Status>> + Send>>;
+
+    /// Relays both directions between the client and the shim; the first
+    /// message (`open`) names the container.
+    async fn attach(
+        &self,
+        req: Request<Streaming<shim::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let ns = namespace(&req)?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("attach: the first message must be `open`"))?;
+        let Some(shim::attach_request::Msg::Open(open)) = &first.msg else {
+            return Err(Status::invalid_argument(
+                "attach: the first message must be `open`",
+            ));
+        };
+        let mut c = self.client(&ns, &open.id)?;
+        let rest = inbound
+            .take_while(|m| std::future::ready(m.is_ok()))
+            .filter_map(|m| std::future::ready(m.ok()));
+        let outbound = futures_util::stream::iter([first]).chain(rest);
+        let resp = c.attach(outbound).await?.into_inner();
+        Ok(Response::new(Box::pin(resp)))
+    }
+
+    async fn pids(
+        &self,
+        req: Request<shim::PidsRequest>,
+    ) -> Result<Response<shim::PidsResponse>, Status> {
+        forward!(self, req, pids)
+    }
+
+    async fn pause(&self, req: Request<shim::PauseRequest>) -> Result<Empty, Status> {
+        forward!(self, req, pause)
+    }
+
+    async fn resume(&self, req: Request<shim::ResumeRequest>) -> Result<Empty, Status> {
+        forward!(self, req, resume)
+    }
+
+    async fn update(&self, req: Request<shim::UpdateRequest>) -> Result<Empty, Status> {
+        forward!(self, req, update)
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<shim::StatsRequest>,
+    ) -> Result<Response<shim::StatsResponse>, Status> {
+        forward!(self, req, stats)
+    }
+}
+
+impl From<TaskError> for Status {
+    fn from(e: TaskError) -> Status {
+        match e {
+            TaskError::NotFound(_) => Status::not_found(e.to_string()),
+            TaskError::AlreadyExists(_) => Status::already_exists(e.to_string()),
+            TaskError::Container(c) => c.into(),
+            TaskError::Snapshot(s) => s.into(),
+            TaskError::Shim(s) => s,
+            TaskError::ShimStart { .. } | TaskError::Io { .. } => Status::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! Tasks: running containers, one shim each (see docs/design.md).
+//!
+//! The manager writes the bundle (`<state>/tasks/<ns>/<id>/config.json`),
+//! starts the container's shim, asks it to create the task with the
+//! snapshot's mounts, and follows the shim's event stream from the last
+//! sequence number it applied (`manager.seq` in the bundle), so events that
+//! happened while the manager was down are applied when it comes back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::events::v1::{envelope::Event, topics};
+use berth_proto::manager::v1 as pb;
+use berth_proto::shim::v1 as shim;
+use shim::shim_client::ShimClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::container::{self, labels, ContainerError};
+use crate::snapshot::{Driver, SnapshotError};
+use crate::Manager;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("no task for container {0:?}")]
+    NotFound(String),
+    #[error("container {0:?} already has a task")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("starting the shim for {id}: {reason}")]
+    ShimStart { id: String, reason: String },
+    #[error("{0}")]
+    Shim(tonic::Status),
+    #[error("task files {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
+    move |source| TaskError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Clone)]
+pub struct Handle {
+    pub client: ShimClient<Channel>,
+    pub bundle: PathBuf,
+    pub log_path: String,
+}
+
+/// The live shims, by (namespace, container id).
+#[derive(Default)]
+pub struct Registry {
+    shims: Mutex<HashMap<(String, String), Handle>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Handle>> {
+        self.shims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, ns: &str, id: &str) -> Result<Handle, TaskError> {
+        self.lock()
+            .get(&(ns.to_owned(), id.to_owned()))
+            .cloned()
+            .ok_or_else(|| TaskError::NotFound(id.to_owned()))
+    }
+
+    pub fn exists(&self, ns: &str, id: &str) -> bool {
+        self.lock().contains_key(&(ns.to_owned(), id.to_owned()))
+    }
+
+    pub fn list(&self, ns: &str) -> Vec<(String, Handle)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, id), h)| (id.clone(), h.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn insert(&self, ns: &str, id: &str, h: Handle) {
+        self.lock().insert((ns.to_owned(), id.to_owned()), h);
+    }
+
+    fn remove(&self, ns: &str, id: &str) -> Option<Handle> {
+        self.lock().remove(&(ns.to_owned(), id.to_owned()))
+    }
+}
+
+pub fn bundle_dir(m: &Manager, ns: &str, id: &str) -> PathBuf {
+    m.config.state.join("tasks").join(ns).join(id)
+}
+
+fn runtime_root(m: &Manager, ns: &str) -> PathBuf {
+    m.config.state.join("runtime").join(ns)
+}
+
+fn shim_args(m: &Manager, ns: &str, id: &str, bundle: &Path, runtime: &str) -> Vec<String> {
+    vec![
+        "--namespace".into(),
+        ns.into(),
+        "--id".into(),
+        id.into(),
+        "--bundle".into(),
+        bundle.display().to_string(),
+        "--runtime".into(),
+        runtime.into(),
+        "--runtime-root".into(),
+        runtime_root(m, ns).display().to_string(),
+        "--socket-dir".into(),
+        m.config.state.join("s").display().to_string(),
+    ]
+}
+
+fn shim_err(e: tonic::Status) -> TaskError {
+    TaskError::Shim(e)
+}
+
+pub fn task_pb(id: &str, st: &shim::StateResponse, log_path: &str) -> pb::Task {
+    pb::Task {
+        id: id.to_owned(),
+        pid: st.pid,
+        status: st.status,
+        exit_status: st.exit_status,
+        exited_at: st.exited_at,
+        terminal: st.terminal,
+        log_path: log_path.to_owned(),
+    }
+}
+
+pub async fn create(
+    m: &Arc<Manager>,
+    ns: &str,
+    id: &str,
+    log_path: &str,
+) -> Result<pb::Task, TaskError> {
+    let rec = container::get(m, ns, id)?;
+    if m.tasks.exists(ns, id) {
+        return Err(TaskError::AlreadyExists(id.to_owned()));
+    }
+    let bundle = bundle_dir(m, ns, id);
+    if bundle.join("address").exists() {
+        return Err(TaskError::AlreadyExists(id.to_owned()));
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(bundle.join("rootfs"))
+            .map_err(io_err(&bundle))?;
+    }
+    let cfg = bundle.join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec_pretty(&rec.spec).unwrap_or_default(),
+    )
+    .map_err(io_err(&cfg))?;
+    let log_path = if log_path.is_empty() {
+        let p = m
+            .config
+            .root
+            .join("logs")
+            .join(ns)
+            .join(format!("{id}.log"));
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        p.display().to_string()
+    } else {
+        log_path.to_owned()
+    };
+    let driver = Driver::parse(&rec.snapshotter)?;
+    let mounts = m.snapshots.mounts(ns, driver, &rec.snapshot_key)?;
+
+    let out = tokio::process::Command::new(m.config.shim_path())
+        .arg("start")
+        .args(shim_args(m, ns, id, &bundle, &rec.runtime))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| TaskError::ShimStart {
+            id: id.to_owned(),
+            reason: format!("{}: {e}", m.config.shim_path().display()),
+        })?;
+    if !out.status.success() {
+        cleanup_bundle(&bundle).await;
+        return Err(TaskError::ShimStart {
+            id: id.to_owned(),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let channel = berth_proto::transport::connect(&address)
+        .await
+        .map_err(|e| TaskError::ShimStart {
+            id: id.to_owned(),
+            reason: format!("connecting to {address}: {e}"),
+        })?;
+    let mut client = ShimClient::new(channel);
+    let req = shim::CreateRequest {
+        id: id.to_owned(),
+        bundle: bundle.display().to_string(),
+        rootfs: mounts
+            .into_iter()
+            .map(|mt| shim::Mount {
+                r#type: mt.kind,
+                source: mt.source,
+                target: String::new(),
+                options: mt.options,
+            })
+            .collect(),
+        terminal: rec.terminal(),
+        stdin: rec.label(labels::STDIN),
+        log_path: log_path.clone(),
+    };
+    if let Err(e) = client.create(req).await {
+        let _ = client.shutdown(shim::ShutdownRequest { now: true }).await;
+        cleanup_bundle(&bundle).await;
+        return Err(shim_err(e));
+    }
+    let handle = Handle {
+        client: client.clone(),
+        bundle: bundle.clone(),
+        log_path: log_path.clone(),
+    };
+    m.tasks.insert(ns, id, handle.clone());
+    spawn_forwarder(m.clone(), ns.to_owned(), id.to_owned(), handle);
+    let st = client
+        .state(shim::StateRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(shim_err)?
+        .into_inner();
+    Ok(task_pb(id, &st, &log_path))
+}
+
+/// Whether `p` is a mount point (of any filesystem, bind mounts included).
+fn is_mount_point(p: &Path) -> bool {
+    let want = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == want)
+}
+
+/// Removes the bundle once its shim is gone. Never while the rootfs is
+/// still mounted: a recursive removal would delete the container's files.
+async fn cleanup_bundle(bundle: &Path) {
+    for _ in 0..100 {
+        if !bundle.join("shim.pid").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if is_mount_point(&bundle.join("rootfs")) {
+        tracing::warn!(bundle = %bundle.display(), "rootfs still mounted; bundle kept");
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(bundle) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(bundle = %bundle.display(), error = %e, "bundle not removed");
+        }
+    }
+}
+
+/// Deletes an exec, or the task: the shim deletes the container, unmounts
+/// its rootfs and exits.
+pub async fn delete(
+    m: &Arc<Manager>,
+    ns: &str,
+    req: shim::DeleteRequest,
+) -> Result<shim::DeleteResponse, TaskError> {
+    let h = m.tasks.get(ns, &req.id)?;
+    let mut client = h.client.clone();
+    if !req.exec_id.is_empty() {
+        return Ok(client.delete(req).await.map_err(shim_err)?.into_inner());
+    }
+    let id = req.id.clone();
+    let resp = client.delete(req).await.map_err(shim_err)?.into_inner();
+    m.tasks.remove(ns, &id);
+    let _ = client.shutdown(shim::ShutdownRequest { now: false }).await;
+    cleanup_bundle(&h.bundle).await;
+    Ok(resp)
+}
+
+pub async fn stop(
+    m: &Arc<Manager>,
+    ns: &str,
+    id: &str,
+    timeout: Duration,
+    signal: u32,
+) -> Result<shim::WaitResponse, TaskError> {
+    let rec = container::get(m, ns, id)?;
+    let client = m.tasks.get(ns, id)?.client;
+    let wait = |mut c: ShimClient<Channel>| async move {
+        c.wait(shim::WaitRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        })
+        .await
+    };
+    let signal = if signal == 0 {
+        rec.stop_signal()
+    } else {
+        signal
+    };
+    let kill = |mut c: ShimClient<Channel>, signal: u32| async move {
+        match c
+            .kill(shim::KillRequest {
+                id: id.to_owned(),
+                exec_id: String::new(),
+                signal,
+                all: false,
+            })
+            .await
+        {
+            // Already stopped is what we want.
+            Err(e) if e.code() == Code::NotFound || e.code() == Code::FailedPrecondition => Ok(()),
+            r => r.map(|_| ()),
+        }
+    };
+    kill(client.clone(), signal).await.map_err(shim_err)?;
+    match tokio::time::timeout(timeout, wait(client.clone())).await {
+        Ok(r) => Ok(r.map_err(shim_err)?.into_inner()),
+        Err(_) => {
+            kill(client.clone(), libc::SIGKILL as u32)
+                .await
+                .map_err(shim_err)?;
+            Ok(wait(client).await.map_err(shim_err)?.into_inner())
+        }
+    }
+}
+
+fn seq_path(bundle: &Path) -> PathBuf {
+    bundle.join("manager.seq")
+}
+
+fn read_seq(bundle: &Path) -> u64 {
+    std::fs::read_to_string(seq_path(bundle))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_seq(bundle: &Path, seq: u64) {
+    let p = seq_path(bundle);
+    let tmp = bundle.join(".manager.seq.tmp");
+    if std::fs::write(&tmp, seq.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &p))
+        .is_err()
+    {
+        tracing::warn!(bundle = %bundle.display(), "recording the applied event sequence");
+    }
+}
+
+/// Follows a shim's events from the last one applied: re-publishes them and
+/// carries out auto-removal on the init process's exit.
+fn spawn_forwarder(m: Arc<Manager>, ns: String, id: String, h: Handle) {
+    tokio::spawn(async move {
+        let mut client = h.client.clone();
+        let mut after = read_seq(&h.bundle);
+        loop {
+            let stream = client
+                .events(shim::EventsRequest { after_seq: after })
+                .await;
+            let mut stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(_) => break,
+            };
+            while let Ok(Some(mut e)) = stream.message().await {
+                after = e.seq;
+                if e.namespace.is_empty() {
+                    e.namespace = ns.clone();
+                }
+                let init_exit =
+                    matches!(&e.event, Some(Event::TaskExit(x)) if x.exec_id.is_empty());
+                m.events.publish(e);
+                if h.bundle.exists() {
+                    write_seq(&h.bundle, after);
+                }
+                if init_exit {
+                    auto_remove(&m, &ns, &id).await;
+                }
+            }
+            // The stream ends when the shim exits (after delete) or breaks;
+            // a live shim is followed again.
+            if !m.tasks.exists(&ns, &id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if client
+                .state(shim::StateRequest {
+                    id: id.clone(),
+                    exec_id: String::new(),
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+}
+
+async fn auto_remove(m: &Arc<Manager>, ns: &str, id: &str) {
+    let Ok(rec) = container::get(m, ns, id) else {
+        return;
+    };
+    if !rec.label(labels::AUTO_REMOVE) {
+        return;
+    }
+    let m = m.clone();
+    let (ns, id) = (ns.to_owned(), id.to_owned());
+    // Off the forwarder: deleting the task ends the stream it reads.
+    tokio::spawn(async move {
+        let r = delete(
+            &m,
+            &ns,
+            shim::DeleteRequest {
+                id: id.clone(),
+                exec_id: String::new(),
+            },
+        )
+        .await;
+        if let Err(e) = r {
+            if !matches!(e, TaskError::NotFound(_)) {
+                tracing::warn!(container = %id, error = %e, "auto-remove: deleting the task");
+                return;
+            }
+        }
+        match container::delete(&m, &ns, &id) {
+            Ok(()) => m.events.emit(
+                &ns,
+                topics::CONTAINER_DELETE,
+                Event::ContainerDelete(berth_proto::events::v1::ContainerDelete { id }),
+            ),
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "auto-remove: deleting the container")
+            }
+        }
+    });
+}
+
+/// At startup: reconnects to every shim still running, replays the events
+/// missed while the manager was down, and cleans up after shims that died.
+pub async fn recover(m: &Arc<Manager>) -> usize {
+    let base = m.config.state.join("tasks");
+    let mut found = 0;
+    let Ok(namespaces) = std::fs::read_dir(&base) else {
+        return 0;
+    };
+    for nsd in namespaces.flatten() {
+        let ns = nsd.file_name().to_string_lossy().into_owned();
+        let Ok(ids) = std::fs::read_dir(nsd.path()) else {
+            continue;
+        };
+        for idd in ids.flatten() {
+            let id = idd.file_name().to_string_lossy().into_owned();
+            let bundle = idd.path();
+            match reconnect(m, &ns, &id, &bundle).await {
+                Ok(()) => found += 1,
+                Err(reason) => {
+                    tracing::warn!(namespace = %ns, container = %id, %reason, "shim gone; cleaning up");
+                    let runtime = container::get(m, &ns, &id)
+                        .map(|r| r.runtime)
+                        .unwrap_or_else(|_| m.config.runtime_path().display().to_string());
+                    let _ = tokio::process::Command::new(m.config.shim_path())
+                        .arg("delete")
+                        .args(shim_args(m, &ns, &id, &bundle, &runtime))
+                        .stdin(std::process::Stdio::null())
+                        .output()
+                        .await;
+                    cleanup_bundle(&bundle).await;
+                }
+            }
+        }
+    }
+    found
+}
+
+async fn reconnect(m: &Arc<Manager>, ns: &str, id: &str, bundle: &Path) -> Result<(), String> {
+    let address =
+        std::fs::read_to_string(bundle.join("address")).map_err(|e| format!("no address: {e}"))?;
+    let channel = tokio::time::timeout(
+        Duration::from_secs(5),
+        berth_proto::transport::connect(address.trim()),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let mut client = ShimClient::new(channel);
+    client
+        .state(shim::StateRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(|e| e.message().to_owned())?;
+    let log_path = m
+        .config
+        .root
+        .join("logs")
+        .join(ns)
+        .join(format!("{id}.log"))
+        .display()
+        .to_string();
+    let h = Handle {
+        client,
+        bundle: bundle.to_owned(),
+        log_path,
+    };
+    m.tasks.insert(ns, id, h.clone());
+    spawn_forwarder(m.clone(), ns.to_owned(), id.to_owned(), h);
+    Ok(())
+}
