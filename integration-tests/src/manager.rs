@@ -207,9 +207,46 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+impl Daemon {
+    /// Kills the shims and containers a test left running (a failing test
+    /// never reaches its own cleanup), as `berth-shim delete` would.
+    fn reap_tasks(&self) {
+        let tasks = self.dir.path().join("state/tasks");
+        let Ok(namespaces) = std::fs::read_dir(&tasks) else {
+            return;
+        };
+        for ns in namespaces.flatten() {
+            let Ok(ids) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for id in ids.flatten() {
+                if let Some(pid) = std::fs::read_to_string(id.path().join("shim.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = Command::new(bins::path("berth-runtime"))
+                    .arg("--root")
+                    .arg(self.dir.path().join("state/runtime").join(ns.file_name()))
+                    .args(["delete", "--force"])
+                    .arg(id.file_name())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        self.reap_tasks();
         for m in mounts_under(self.dir.path()) {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }

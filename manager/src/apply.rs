@@ -13,6 +13,7 @@
 //! overlay upper directory, or are carried out (the path removed) when applying
 //! onto a full copy of the parent, as the copying snapshotter does.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -20,6 +21,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
@@ -121,11 +123,33 @@ struct Applier {
     written: HashSet<String>,
     /// Directories whose times are set last, after their children are written.
     dirs: Vec<(String, i64)>,
+    /// The last parent directory resolved: entries come directory by
+    /// directory, so most reuse it. Cleared whenever the tree changes shape
+    /// (a removal, a symlink), so a cached handle never outlives what it
+    /// resolved.
+    last_parent: RefCell<Option<(Vec<String>, Rc<OwnedFd>)>>,
+    /// One copy buffer for every file (the default 8 KiB costs syscalls).
+    buf: Vec<u8>,
 }
 
 impl Applier {
     /// Opens the directory `comps` beneath the root, creating missing ones.
-    fn parent(&self, comps: &[String], path: &str) -> Result<OwnedFd, ApplyError> {
+    fn parent(&self, comps: &[String], path: &str) -> Result<Rc<OwnedFd>, ApplyError> {
+        if let Some((c, fd)) = &*self.last_parent.borrow() {
+            if c == comps {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = Rc::new(self.open_parent(comps, path)?);
+        *self.last_parent.borrow_mut() = Some((comps.to_vec(), fd.clone()));
+        Ok(fd)
+    }
+
+    fn forget_parent(&self) {
+        *self.last_parent.borrow_mut() = None;
+    }
+
+    fn open_parent(&self, comps: &[String], path: &str) -> Result<OwnedFd, ApplyError> {
         let rel = if comps.is_empty() {
             ".".to_owned()
         } else {
@@ -145,6 +169,25 @@ impl Applier {
             dir = openat2(&dir, c.as_str(), self.how()).map_err(|e| self.resolve_err(path, e))?;
         }
         Ok(dir)
+    }
+
+    /// Runs `make`; if `name` is in the way, removes it and runs it again.
+    /// Fresh layers rarely replace anything, so trying first saves a failing
+    /// unlink per entry.
+    fn create(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        path: &str,
+        mut make: impl FnMut() -> Result<(), Errno>,
+    ) -> Result<(), ApplyError> {
+        match make() {
+            Err(Errno::EEXIST) => {
+                self.remove(dir, name, path)?;
+                make().map_err(entry_err(path))
+            }
+            r => r.map_err(entry_err(path)),
+        }
     }
 
     fn how(&self) -> OpenHow {
@@ -177,6 +220,7 @@ impl Applier {
 
     /// Removes `name` in `dir` whatever it is, without following symlinks.
     fn remove(&self, dir: &OwnedFd, name: &str, path: &str) -> Result<(), ApplyError> {
+        self.forget_parent();
         match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(Errno::EISDIR) => {
@@ -231,9 +275,9 @@ impl Applier {
             }
             match self.mode {
                 Whiteouts::Overlay => {
-                    self.remove(&dir, hidden, &path)?;
-                    mknodat(&dir, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
-                        .map_err(entry_err(&path))?;
+                    self.create(&dir, hidden, &path, || {
+                        mknodat(&*dir, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
+                    })?;
                 }
                 Whiteouts::Remove => self.remove(&dir, hidden, &path)?,
             }
@@ -280,23 +324,32 @@ impl Applier {
                 self.dirs.push((rel, mtime));
             }
             T::Regular | T::Continuous => {
-                self.remove(&dir, &name, &path)?;
-                let fd = nix::fcntl::openat(
-                    &dir,
-                    name.as_str(),
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
+                let open = || {
+                    nix::fcntl::openat(
+                        &*dir,
+                        name.as_str(),
+                        OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_WRONLY
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                };
+                let fd = match open() {
+                    Err(Errno::EEXIST) => {
+                        self.remove(&dir, &name, &path)?;
+                        open()
+                    }
+                    r => r,
+                }
                 .map_err(entry_err(&path))?;
                 let mut f = File::from(fd);
-                bytes = io::copy(&mut e, &mut f).map_err(|source| ApplyError::Entry {
-                    path: path.clone(),
-                    source,
-                })?;
+                bytes =
+                    copy(&mut e, &mut f, &mut self.buf).map_err(|source| ApplyError::Entry {
+                        path: path.clone(),
+                        source,
+                    })?;
                 fchown(&f, owner.0, owner.1).map_err(entry_err(&path))?;
                 // After chown, which clears set-id bits.
                 fchmod(&f, perm).map_err(entry_err(&path))?;
@@ -311,9 +364,10 @@ impl Applier {
                     path: path.clone(),
                     source: io::Error::other("symlink without a target"),
                 })?;
-                self.remove(&dir, &name, &path)?;
-                symlinkat(OsStr::from_bytes(&target), &dir, name.as_str())
-                    .map_err(entry_err(&path))?;
+                self.forget_parent();
+                self.create(&dir, &name, &path, || {
+                    symlinkat(OsStr::from_bytes(&target), &*dir, name.as_str())
+                })?;
                 fchownat(
                     &dir,
                     name.as_str(),
@@ -450,6 +504,21 @@ impl Applier {
     }
 }
 
+/// `io::copy` with the caller's (large) buffer.
+fn copy(r: &mut impl Read, w: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        io::Write::write_all(w, &buf[..k])?;
+        n += k as u64;
+    }
+}
+
 fn chmod_path(fd: &OwnedFd, perm: Mode, path: &str) -> Result<(), ApplyError> {
     // fchmod does not take O_PATH descriptors; the magic link names exactly
     // the directory we resolved.
@@ -534,6 +603,8 @@ pub fn apply<R: Read>(root: &Path, reader: R, mode: Whiteouts) -> Result<ApplySt
         mode,
         written: HashSet::new(),
         dirs: Vec::new(),
+        last_parent: RefCell::new(None),
+        buf: vec![0; 256 * 1024],
     };
     let mut archive = tar::Archive::new(reader);
     let mut stats = ApplyStats::default();
@@ -634,6 +705,18 @@ mod tests {
             E::Symlink("a", "b/../.."),
             E::Dir("b", 0o755),
             E::File("a/evil", b"x", 0o644),
+        ]);
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_is_not_written_through() {
+        let (t, _) = sandbox();
+        let outside = t.path().display().to_string();
+        assert_escape(&[
+            E::Dir("d", 0o755),
+            E::File("d/x", b"x", 0o644),
+            E::Symlink("d", &outside),
+            E::File("d/evil", b"x", 0o644),
         ]);
     }
 

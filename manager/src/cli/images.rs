@@ -318,3 +318,31 @@ pub async fn save(c: &Client, names: Vec<String>, output: Option<PathBuf>) -> Re
     }
     r
 }
+
+/// A pull for `run`: progress goes to stderr as plain lines, stdout stays
+/// the container's.
+pub async fn pull_quiet(c: &Client, reference: &str) -> Result<()> {
+    let mut stream = c
+        .images()
+        .pull(pb::PullRequest {
+            reference: reference.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(pb::PullProgress {
+                event: Some(pb::pull_progress::Event::Done(img)),
+            })) => {
+                let t = img.target.unwrap_or_default();
+                eprintln!("Pulled {} ({})", img.name, t.digest);
+                return Ok(());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the manager ended the pull without a result"),
+            Err(e) => return Err(rpc(e).context(format!("pulling {reference}"))),
+        }
+    }
+}

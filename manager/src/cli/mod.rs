@@ -1,6 +1,7 @@
 //! The command line: `berth serve` runs the daemon; every other command is a
 //! client of it over gRPC.
 
+mod containers;
 mod images;
 mod stores;
 
@@ -34,6 +35,39 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Run a command in a new container (pulling the image if needed).
+    Run(Box<containers::RunArgs>),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Stop containers: their stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u32,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers (-f: also running ones).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Wait for containers to exit; print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Print a container's output.
+    Logs(containers::LogsArgs),
     /// Pull an image from a registry.
     #[command(
         after_help = "Examples:\n  berth pull busybox\n  berth pull --plain-http 127.0.0.1:5000/test/busybox:latest\n  berth pull --platform linux/arm64 alpine:3.20"
@@ -162,6 +196,18 @@ impl Client {
             self.ns.clone(),
         )
     }
+    fn containers(&self) -> crate::server::pb::containers_client::ContainersClient<Intercepted> {
+        crate::server::pb::containers_client::ContainersClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    fn tasks(&self) -> crate::server::pb::tasks_client::TasksClient<Intercepted> {
+        crate::server::pb::tasks_client::TasksClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
     fn leases(&self) -> crate::server::pb::leases_client::LeasesClient<Intercepted> {
         crate::server::pb::leases_client::LeasesClient::with_interceptor(
             self.channel.clone(),
@@ -210,6 +256,13 @@ pub fn main() -> Result<()> {
             let c = Client::connect(cli.address, &cli.namespace).await?;
             match cli.command {
                 Command::Serve(_) => unreachable!("handled above"),
+                Command::Run(a) => exit_with(containers::run(&c, *a).await?),
+                Command::Ps(a) => containers::ps(&c, a).await,
+                Command::Stop { time, ids } => containers::stop(&c, ids, time).await,
+                Command::Kill { signal, ids } => containers::kill(&c, ids, &signal).await,
+                Command::Rm { force, ids } => containers::rm(&c, ids, force).await,
+                Command::Wait { ids } => exit_with(containers::wait(&c, ids).await?),
+                Command::Logs(a) => containers::logs(&c, a).await,
                 Command::Pull(a) => images::pull(&c, a).await,
                 Command::Images(j) => images::list(&c, j.json).await,
                 Command::Rmi { names } => images::remove(&c, names).await,
@@ -238,6 +291,16 @@ pub fn main() -> Result<()> {
         });
     };
     serve(a)
+}
+
+/// Ends the process with a container's exit code, as `docker run` does.
+fn exit_with(code: i32) -> Result<()> {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 /// Sizes as people read them.

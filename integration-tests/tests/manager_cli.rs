@@ -1,0 +1,262 @@
+//! The container commands of the CLI against a real daemon: each flag is
+//! checked by what it does inside the container.
+
+use std::process::{Command, Stdio};
+
+use berth_integration_tests::fixtures::image;
+use berth_integration_tests::manager::Daemon;
+use berth_integration_tests::registry::Registry;
+
+/// A daemon with the fixture images loaded from an offline tarball.
+fn daemon() -> (Daemon, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    image::standard(&tmp.path().join("layout")).unwrap();
+    let tar = tmp.path().join("images.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(tmp.path().join("layout"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let d = Daemon::start();
+    let out = d.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        out.contains("Loaded image: docker.io/library/busybox:latest"),
+        "{out}"
+    );
+    (d, tmp)
+}
+
+fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(args);
+    let out = d.cli(&a);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_returns_the_exit_code_and_output_and_leaves_nothing() {
+    let (d, _t) = daemon();
+    let (code, out, _) = run(
+        &d,
+        &["busybox", "sh", "-c", "echo out; echo err >&2; exit 7"],
+    );
+    assert_eq!(code, 7);
+    assert_eq!(out, "out\n");
+    let ps = d.json(&["ps", "-a", "--format", "json"]);
+    assert!(ps.as_array().unwrap().is_empty(), "--rm left {ps}");
+    let snaps = d.json(&["snapshots", "--json"]);
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["kind"] == "committed"),
+        "{snaps}"
+    );
+}
+
+#[test]
+fn flags_take_effect_inside_the_container() {
+    let (d, t) = daemon();
+    let env_file = t.path().join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
+    let vol = t.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("f"), "host data").unwrap();
+    let v_ro = format!("{}:/data:ro", vol.display());
+    let (code, out, err) = run(
+        &d,
+        &[
+            "-e",
+            "A=1",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-v",
+            &v_ro,
+            "--user",
+            "65534:65534",
+            "--workdir",
+            "/tmp",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "50",
+            "--cpus",
+            "0.5",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--net",
+            "none",
+            "--hostname",
+            "box",
+            "busybox",
+            "sh",
+            "-c",
+            "echo A=$A F=$FROM_FILE; cat /data/f; echo; (echo x > /data/g) 2>/dev/null || echo data-ro; \
+             (touch /x) 2>/dev/null || echo root-ro; id -u; pwd; hostname; grep CapEff /proc/self/status; \
+             cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null; \
+             cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null; ls /sys/class/net",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for want in [
+        "A=1 F=yes",
+        "host data",
+        "data-ro",
+        "root-ro",
+        "65534",
+        "/tmp",
+        "box",
+        "CapEff:\t0000000000000000",
+        "67108864",
+        "50",
+        "50000",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim() == want || l.starts_with(want)),
+            "{want:?} missing:\n{out}"
+        );
+    }
+    assert_eq!(
+        out.lines().last(),
+        Some("lo"),
+        "--net none: only loopback:\n{out}"
+    );
+
+    let (code, out, _) = run(
+        &d,
+        &["--entrypoint", "echo", "busybox", "from", "entrypoint"],
+    );
+    assert_eq!((code, out.as_str()), (0, "from entrypoint\n"));
+    let (code, out, _) = run(
+        &d,
+        &[
+            "--privileged",
+            "busybox",
+            "grep",
+            "Seccomp:",
+            "/proc/self/status",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains('0'), "{out}");
+    let (_, out, _) = run(
+        &d,
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "busybox",
+            "grep",
+            "CapEff",
+            "/proc/self/status",
+        ],
+    );
+    assert!(out.contains("00000000a82425fb"), "{out}");
+    let (code, _, err) = run(&d, &["-v", "/nonexistent/x:/x", "busybox", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn detached_containers_list_log_stop_and_remove() {
+    let (d, _t) = daemon();
+    let id = d
+        .ok(&["run", "-d", "--name", "web", "busybox", "sh", "-c", "trap 'echo bye; exit 3' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"])
+        .trim()
+        .to_owned();
+    assert_eq!(id, "web");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ps = d.json(&["ps", "--format", "json"]);
+    assert_eq!(ps[0]["id"], "web");
+    assert_eq!(ps[0]["status"], "running");
+    assert_eq!(d.ok(&["ps", "-q"]).trim(), "web");
+    let logs = d.ok(&["logs", "web"]);
+    assert!(logs.starts_with("tick 0\n"), "{logs}");
+    let tail = d.ok(&["logs", "--tail", "1", "web"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    let ts = d.ok(&["logs", "--timestamps", "--tail", "1", "web"]);
+    assert!(ts.starts_with("20"), "{ts}");
+    let err = d.fails(&["rm", "web"]);
+    assert!(err.contains("stop it first"), "{err}");
+    d.ok(&["stop", "-t", "5", "web"]);
+    let ps = d.json(&["ps", "-a", "--format", "json"]);
+    assert_eq!(ps[0]["status"], "exited");
+    assert_eq!(ps[0]["exitStatus"], 3);
+    assert!(d.ok(&["logs", "web"]).ends_with("bye\n"));
+    assert!(d.ok(&["ps", "-q"]).trim().is_empty());
+    d.ok(&["rm", "web"]);
+    assert!(d
+        .json(&["ps", "-a", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A signal by name reaches the container's init, which handles it.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 5' USR1; sleep 100 & wait",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.ok(&["kill", "-s", "USR1", "k"]);
+    let out = d.cli(&["wait", "k"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    assert_eq!(out.status.code(), Some(5));
+    d.ok(&["run", "-d", "--name", "f", "busybox", "sleep", "100"]);
+    d.ok(&["rm", "-f", "f", "k"]);
+    assert!(d
+        .json(&["ps", "-a", "--format", "json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn run_pulls_a_missing_image_and_follows_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = image::standard(&tmp.path().join("layout")).unwrap();
+    let reg = Registry::start().unwrap();
+    reg.push_layout(&imgs.layout, "busybox", "test/busybox", "latest")
+        .unwrap();
+    let d = Daemon::start();
+    let r = format!("{}/test/busybox", reg.host());
+    let out = d.cli(&["run", "--rm", &r, "echo", "pulled"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to find image"));
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        &r,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; sleep 0.3; done",
+    ]);
+    let out = d
+        .cmd()
+        .args(["logs", "-f", "slow"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line 1\nline 2\nline 3\n"
+    );
+    d.ok(&["rm", "slow"]);
+}

@@ -1,0 +1,695 @@
+//! Container commands: run, ps, stop, kill, rm, wait, logs.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use berth_proto::shim::v1 as shim;
+use serde_json::json;
+
+use super::{rpc, Client};
+use crate::server::pb;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  berth run --rm busybox echo hello
+  berth run -d --name web -e PORT=8080 busybox httpd -f -p 8080
+  berth run --rm -v /srv/data:/data:ro --memory 64m --cpus 0.5 busybox du -sh /data")]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits (done by the daemon, also if this
+    /// command is gone by then).
+    #[arg(long)]
+    rm: bool,
+    /// Keep stdin open and forward this terminal's input.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to take this shell's value).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    /// Bind mount: /host/path:/container/path[:ro].
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Name (and id) of the container; a random one otherwise.
+    #[arg(long)]
+    name: Option<String>,
+    /// user[:group], by name or number.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Memory limit: bytes, or with k, m or g.
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPU limit in CPUs, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Most processes the container may have.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Replace the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Every capability, no seccomp filter, all devices.
+    #[arg(long)]
+    privileged: bool,
+    #[arg(long)]
+    cap_add: Vec<String>,
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Network: host (default) or none.
+    #[arg(long, default_value = "host")]
+    net: String,
+    /// Hostname inside the container.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Image, then the command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    image_and_args: Vec<String>,
+}
+
+/// `64m` → bytes.
+pub fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('b') => (&t[..t.len() - 1], 1),
+        _ => (t.as_str(), 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size: write e.g. 512k, 64m or 1g"))?;
+    if n <= 0.0 {
+        bail!("size {s:?} must be positive");
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+fn env_entries(a: &RunArgs) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --env-file {}", f.display()))?;
+        for l in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            out.push(env_entry(l)?);
+        }
+    }
+    for e in &a.env {
+        out.push(env_entry(e)?);
+    }
+    Ok(out)
+}
+
+fn env_entry(e: &str) -> Result<String> {
+    if e.contains('=') {
+        return Ok(e.to_owned());
+    }
+    match std::env::var(e) {
+        Ok(v) => Ok(format!("{e}={v}")),
+        Err(_) => bail!("-e {e}: not KEY=VALUE and not set in this shell"),
+    }
+}
+
+fn mounts(a: &RunArgs) -> Result<Vec<pb::BindMount>> {
+    a.volume
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            let (src, dst, ro) = match parts.as_slice() {
+                [s, d] => (*s, *d, false),
+                [s, d, "ro"] => (*s, *d, true),
+                [s, d, "rw"] => (*s, *d, false),
+                _ => bail!("-v {v:?}: write /host/path:/container/path[:ro]"),
+            };
+            let src = std::fs::canonicalize(src)
+                .with_context(|| format!("-v {v:?}: {src} does not exist on this host"))?;
+            if !dst.starts_with('/') {
+                bail!("-v {v:?}: the container path must be absolute");
+            }
+            Ok(pb::BindMount {
+                source: src.display().to_string(),
+                destination: dst.to_owned(),
+                readonly: ro,
+            })
+        })
+        .collect()
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    hex::encode(b)
+}
+
+/// Makes sure the image is here, pulling it (with progress) as docker does.
+async fn ensure_image(c: &Client, image: &str) -> Result<()> {
+    match c
+        .images()
+        .get(pb::GetImageRequest {
+            name: image.to_owned(),
+        })
+        .await
+    {
+        Ok(i) if i.get_ref().unpacked => Ok(()),
+        Ok(_) => super::images::pull_quiet(c, image).await,
+        Err(e) if e.code() == tonic::Code::NotFound => {
+            eprintln!("Unable to find image '{image}' locally");
+            super::images::pull_quiet(c, image).await
+        }
+        Err(e) => Err(rpc(e)),
+    }
+}
+
+pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
+    let image = a.image_and_args[0].clone();
+    let args = a.image_and_args[1..].to_vec();
+    ensure_image(c, &image).await?;
+    let id = a.name.clone().unwrap_or_else(random_id);
+    let (entrypoint, entrypoint_set) = match &a.entrypoint {
+        Some(e) if e.is_empty() => (vec![], true),
+        Some(e) => (vec![e.clone()], true),
+        None => (vec![], false),
+    };
+    let options = pb::SpecOptions {
+        args,
+        entrypoint,
+        entrypoint_set,
+        env: env_entries(&a)?,
+        cwd: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        mounts: mounts(&a)?,
+        memory_bytes: a
+            .memory
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()?
+            .unwrap_or(0),
+        cpus: a.cpus.unwrap_or(0.0),
+        pids_limit: a.pids_limit.unwrap_or(0),
+        readonly_rootfs: a.read_only,
+        network: a.net.clone(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        terminal: false,
+        stdin: a.interactive,
+    };
+    let mut labels = HashMap::new();
+    if a.rm {
+        labels.insert(
+            crate::container::labels::AUTO_REMOVE.to_owned(),
+            "true".to_owned(),
+        );
+    }
+    c.containers()
+        .create(pb::CreateContainerRequest {
+            id: id.clone(),
+            image: image.clone(),
+            options: Some(options),
+            labels,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc)?;
+    if let Err(e) = c
+        .tasks()
+        .create(pb::CreateTaskRequest {
+            container_id: id.clone(),
+            log_path: String::new(),
+        })
+        .await
+    {
+        let _ = c
+            .containers()
+            .delete(pb::DeleteContainerRequest { id: id.clone() })
+            .await;
+        return Err(rpc(e));
+    }
+    if a.detach {
+        c.tasks()
+            .start(shim::StartRequest {
+                id: id.clone(),
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(rpc)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    // Attach and wait before starting, so no output is missed and the exit
+    // status is ours even if the daemon removes an `--rm` task at once.
+    let output = attach(c, &id, a.interactive).await?;
+    let waiter = {
+        let mut tasks = c.tasks();
+        let id = id.clone();
+        tokio::spawn(async move {
+            tasks
+                .wait(shim::WaitRequest {
+                    id,
+                    exec_id: String::new(),
+                })
+                .await
+        })
+    };
+    c.tasks()
+        .start(shim::StartRequest {
+            id: id.clone(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(rpc)?;
+    output.await.context("relaying output")??;
+    let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
+    if a.rm {
+        // The daemon removes it; wait for that so `run --rm` leaves nothing
+        // behind when it returns.
+        for _ in 0..100 {
+            if c.containers()
+                .get(pb::GetContainerRequest { id: id.clone() })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    Ok(st.exit_status as i32)
+}
+
+/// Streams the task's stdout and stderr to ours (and, interactive, our
+/// stdin to it) until the process exits.
+async fn attach(c: &Client, id: &str, stdin: bool) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(16);
+    tx.send(shim::AttachRequest {
+        msg: Some(shim::attach_request::Msg::Open(
+            shim::attach_request::Open {
+                id: id.to_owned(),
+                exec_id: String::new(),
+                stdin,
+                stdout: true,
+                stderr: true,
+            },
+        )),
+    })
+    .await
+    .ok();
+    if stdin {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.blocking_send(shim::AttachRequest {
+                            msg: Some(shim::attach_request::Msg::CloseStdin(true)),
+                        });
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx
+                            .blocking_send(shim::AttachRequest {
+                                msg: Some(shim::attach_request::Msg::Stdin(buf[..n].to_vec())),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut stream = c
+        .tasks()
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        let _keep_open = tx;
+        while let Some(m) = stream.message().await.map_err(rpc)? {
+            if m.stream == shim::attach_response::Stream::Stderr as i32 {
+                let mut e = std::io::stderr().lock();
+                e.write_all(&m.data)?;
+                e.flush()?;
+            } else {
+                let mut o = std::io::stdout().lock();
+                o.write_all(&m.data)?;
+                o.flush()?;
+            }
+        }
+        Ok(())
+    }))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Also containers whose task is not running.
+    #[arg(short, long)]
+    all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// `json` for scripts.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+fn status_name(s: i32) -> &'static str {
+    match shim::Status::try_from(s).unwrap_or(shim::Status::Unknown) {
+        shim::Status::Created => "created",
+        shim::Status::Running => "running",
+        shim::Status::Stopped => "exited",
+        shim::Status::Paused => "paused",
+        shim::Status::Pausing => "pausing",
+        shim::Status::Unknown => "unknown",
+    }
+}
+
+pub async fn ps(c: &Client, a: PsArgs) -> Result<()> {
+    let containers = c
+        .containers()
+        .list(pb::ListContainersRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .containers;
+    let tasks: HashMap<String, pb::Task> = c
+        .tasks()
+        .list(pb::ListTasksRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .tasks
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
+    let rows: Vec<_> = containers
+        .into_iter()
+        .filter(|ct| {
+            a.all
+                || tasks
+                    .get(&ct.id)
+                    .is_some_and(|t| t.status == shim::Status::Running as i32)
+        })
+        .collect();
+    if a.format.as_deref() == Some("json") {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|ct| {
+                let t = tasks.get(&ct.id);
+                let spec: serde_json::Value = serde_json::from_slice(&ct.spec).unwrap_or_default();
+                json!({
+                    "id": ct.id, "image": ct.image, "command": spec["process"]["args"],
+                    "status": t.map(|t| status_name(t.status)).unwrap_or("created"),
+                    "pid": t.map(|t| t.pid), "exitStatus": t.map(|t| t.exit_status),
+                    "createdAt": ct.created_at, "labels": ct.labels,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    } else if let Some(f) = &a.format {
+        bail!("--format {f:?}: only json is supported");
+    }
+    if a.quiet {
+        for ct in rows {
+            println!("{}", ct.id);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<40} {:<24} {:<12} CREATED",
+        "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
+    );
+    for ct in rows {
+        let spec: serde_json::Value = serde_json::from_slice(&ct.spec).unwrap_or_default();
+        let cmd: Vec<String> = spec["process"]["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let status = match tasks.get(&ct.id) {
+            Some(t) if t.status == shim::Status::Stopped as i32 => {
+                format!("exited ({})", t.exit_status)
+            }
+            Some(t) => status_name(t.status).to_owned(),
+            None => "created".to_owned(),
+        };
+        let mut cmd = cmd.join(" ");
+        if cmd.len() > 22 {
+            cmd.truncate(21);
+            cmd.push('…');
+        }
+        println!(
+            "{:<20} {:<40} {:<24} {:<12} {}",
+            ct.id,
+            ct.image,
+            format!("\"{cmd}\""),
+            status,
+            super::age(ct.created_at)
+        );
+    }
+    Ok(())
+}
+
+pub async fn stop(c: &Client, ids: Vec<String>, timeout: u32) -> Result<()> {
+    for id in ids {
+        c.tasks()
+            .stop(pb::StopTaskRequest {
+                id: id.clone(),
+                timeout_seconds: timeout,
+                signal: 0,
+            })
+            .await
+            .map_err(|e| rpc(e).context(format!("stopping {id}")))?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub async fn kill(c: &Client, ids: Vec<String>, signal: &str) -> Result<()> {
+    let Some(sig) = crate::spec::signal_number(signal) else {
+        bail!("-s {signal:?}: not a signal name or number (e.g. TERM, SIGKILL, 9)");
+    };
+    for id in ids {
+        c.tasks()
+            .kill(shim::KillRequest {
+                id: id.clone(),
+                exec_id: String::new(),
+                signal: sig,
+                all: false,
+            })
+            .await
+            .map_err(|e| rpc(e).context(format!("killing {id}")))?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub async fn rm(c: &Client, ids: Vec<String>, force: bool) -> Result<()> {
+    let mut failed = 0;
+    for id in ids {
+        let r: Result<()> = async {
+            if let Ok(t) = c.tasks().get(pb::GetTaskRequest { id: id.clone() }).await {
+                let t = t.into_inner();
+                if t.status != shim::Status::Stopped as i32
+                    && t.status != shim::Status::Created as i32
+                {
+                    if !force {
+                        bail!("container {id} is running: stop it first or use rm -f");
+                    }
+                    c.tasks()
+                        .kill(shim::KillRequest {
+                            id: id.clone(),
+                            exec_id: String::new(),
+                            signal: 9,
+                            all: true,
+                        })
+                        .await
+                        .map_err(rpc)?;
+                    c.tasks()
+                        .wait(shim::WaitRequest {
+                            id: id.clone(),
+                            exec_id: String::new(),
+                        })
+                        .await
+                        .map_err(rpc)?;
+                }
+                c.tasks()
+                    .delete(shim::DeleteRequest {
+                        id: id.clone(),
+                        exec_id: String::new(),
+                    })
+                    .await
+                    .map_err(rpc)?;
+            }
+            c.containers()
+                .delete(pb::DeleteContainerRequest { id: id.clone() })
+                .await
+                .map_err(rpc)?;
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                eprintln!("berth: removing {id}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} container(s) not removed");
+    }
+    Ok(())
+}
+
+pub async fn wait(c: &Client, ids: Vec<String>) -> Result<i32> {
+    let mut last = 0;
+    for id in ids {
+        let st = c
+            .tasks()
+            .wait(shim::WaitRequest {
+                id,
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        println!("{}", st.exit_status);
+        last = st.exit_status as i32;
+    }
+    Ok(last)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    id: String,
+    /// Keep printing new lines as they come.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+    /// Prefix each line with its RFC 3339 time.
+    #[arg(short, long)]
+    timestamps: bool,
+}
+
+/// Prints a container's log (the CRI log file the shim writes), joining
+/// partial lines as docker shows them.
+pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
+    let t = c
+        .tasks()
+        .get(pb::GetTaskRequest { id: a.id.clone() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let path = PathBuf::from(&t.log_path);
+    let mut offset = 0u64;
+    let mut first = true;
+    let mut pending = String::new();
+    loop {
+        let data = std::fs::read(&path).unwrap_or_default();
+        let data = if (offset as usize) <= data.len() {
+            &data[offset as usize..]
+        } else {
+            &data[..0]
+        };
+        // Only whole lines: a writer may be mid-line.
+        let whole = data
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&data[..whole]).into_owned();
+        offset += whole as u64;
+        let mut lines: Vec<(String, String, String)> = Vec::new();
+        for l in text.lines() {
+            let mut p = l.splitn(4, ' ');
+            let (Some(ts), Some(stream), Some(tag)) = (p.next(), p.next(), p.next()) else {
+                continue;
+            };
+            let msg = p.next().unwrap_or("");
+            pending.push_str(msg);
+            if tag == "F" {
+                lines.push((
+                    ts.to_owned(),
+                    stream.to_owned(),
+                    std::mem::take(&mut pending),
+                ));
+            }
+        }
+        if first {
+            if let Some(n) = a.tail {
+                let skip = lines.len().saturating_sub(n);
+                lines.drain(..skip);
+            }
+            first = false;
+        }
+        for (ts, stream, msg) in lines {
+            let line = if a.timestamps {
+                format!("{ts} {msg}\n")
+            } else {
+                format!("{msg}\n")
+            };
+            if stream == "stderr" {
+                std::io::stderr().write_all(line.as_bytes())?;
+            } else {
+                std::io::stdout().write_all(line.as_bytes())?;
+            }
+        }
+        std::io::stdout().flush()?;
+        if !a.follow {
+            return Ok(());
+        }
+        // Follow until the task has exited and everything is printed.
+        let st = c.tasks().get(pb::GetTaskRequest { id: a.id.clone() }).await;
+        let done = st
+            .map(|s| s.into_inner().status == shim::Status::Stopped as i32)
+            .unwrap_or(true);
+        if done && whole == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_as_docker_writes_them() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1m").is_err());
+    }
+}
