@@ -185,6 +185,24 @@ fn detached_containers_list_log_stop_and_remove() {
     assert_eq!(tail.lines().count(), 1, "{tail}");
     let ts = d.ok(&["logs", "--timestamps", "--tail", "1", "web"]);
     assert!(ts.starts_with("20"), "{ts}");
+    // exec runs beside it with the container's settings and the options.
+    let out = d.cli(&[
+        "exec",
+        "-u",
+        "65534",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        "web",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n/tmp\n1\n");
+    let err = d.fails(&["exec", "nope", "true"]);
+    assert!(err.contains("not found"), "{err}");
     let err = d.fails(&["rm", "web"]);
     assert!(err.contains("stop it first"), "{err}");
     d.ok(&["stop", "-t", "5", "web"]);

@@ -257,7 +257,7 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
     }
     // Attach and wait before starting, so no output is missed and the exit
     // status is ours even if the daemon removes an `--rm` task at once.
-    let output = attach(c, &id, a.interactive).await?;
+    let output = attach(c, &id, "", a.interactive).await?;
     let waiter = {
         let mut tasks = c.tasks();
         let id = id.clone();
@@ -298,13 +298,18 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
 
 /// Streams the task's stdout and stderr to ours (and, interactive, our
 /// stdin to it) until the process exits.
-async fn attach(c: &Client, id: &str, stdin: bool) -> Result<tokio::task::JoinHandle<Result<()>>> {
+async fn attach(
+    c: &Client,
+    id: &str,
+    exec_id: &str,
+    stdin: bool,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(16);
     tx.send(shim::AttachRequest {
         msg: Some(shim::attach_request::Msg::Open(
             shim::attach_request::Open {
                 id: id.to_owned(),
-                exec_id: String::new(),
+                exec_id: exec_id.to_owned(),
                 stdin,
                 stdout: true,
                 stderr: true,
@@ -360,6 +365,108 @@ async fn attach(c: &Client, id: &str, stdin: bool) -> Result<tokio::task::JoinHa
         }
         Ok(())
     }))
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  berth exec web ps\n  berth exec -u 65534 -w /tmp -e X=1 web sh -c 'id; pwd; echo $X'"
+)]
+pub struct ExecArgs {
+    /// Keep stdin open and forward this terminal's input.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Add or replace an environment variable (KEY=VALUE).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// user[:group] as numbers.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// The container, then the command and its arguments.
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true)]
+    id_and_args: Vec<String>,
+}
+
+/// Runs a process in a running container: the container's own process
+/// settings (capabilities, rlimits, env) with the command and the options
+/// applied, as `docker exec` does.
+pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
+    let id = a.id_and_args[0].clone();
+    let ct = c
+        .containers()
+        .get(pb::GetContainerRequest { id: id.clone() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&ct.spec).context("the container's spec")?;
+    let mut process = spec["process"].clone();
+    process["args"] = json!(a.id_and_args[1..]);
+    process["terminal"] = json!(false);
+    let mut env: Vec<String> = process["env"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in &a.env {
+        let e = env_entry(e)?;
+        let k = e.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|x| x.split('=').next() != Some(k.as_str()));
+        env.push(e);
+    }
+    process["env"] = json!(env);
+    if let Some(w) = &a.workdir {
+        process["cwd"] = json!(w);
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (u.as_str(), None),
+        };
+        let uid: u32 = uid
+            .parse()
+            .with_context(|| format!("-u {u:?}: give numbers, uid[:gid]"))?;
+        let gid: u32 = match gid {
+            Some(g) => g
+                .parse()
+                .with_context(|| format!("-u {u:?}: give numbers, uid[:gid]"))?,
+            None => uid,
+        };
+        process["user"] = json!({"uid": uid, "gid": gid});
+    }
+    let exec_id = format!("exec-{}", random_id());
+    c.tasks()
+        .exec(shim::ExecRequest {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+            terminal: false,
+            stdin: a.interactive,
+            process_json: serde_json::to_vec(&process)?,
+        })
+        .await
+        .map_err(rpc)?;
+    let output = attach(c, &id, &exec_id, a.interactive).await?;
+    let waiter = {
+        let mut tasks = c.tasks();
+        let (id, exec_id) = (id.clone(), exec_id.clone());
+        tokio::spawn(async move { tasks.wait(shim::WaitRequest { id, exec_id }).await })
+    };
+    c.tasks()
+        .start(shim::StartRequest {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+        })
+        .await
+        .map_err(rpc)?;
+    output.await.context("relaying output")??;
+    let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
+    let _ = c.tasks().delete(shim::DeleteRequest { id, exec_id }).await;
+    Ok(st.exit_status as i32)
 }
 
 #[derive(Debug, clap::Args)]

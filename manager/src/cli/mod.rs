@@ -39,6 +39,8 @@ enum Command {
     Run(Box<containers::RunArgs>),
     /// List containers.
     Ps(containers::PsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
     /// Stop containers: their stop signal, then SIGKILL after the timeout.
     Stop {
         /// Seconds to wait before SIGKILL.
@@ -258,6 +260,7 @@ pub fn main() -> Result<()> {
                 Command::Serve(_) => unreachable!("handled above"),
                 Command::Run(a) => exit_with(containers::run(&c, *a).await?),
                 Command::Ps(a) => containers::ps(&c, a).await,
+                Command::Exec(a) => exit_with(containers::exec(&c, a).await?),
                 Command::Stop { time, ids } => containers::stop(&c, ids, time).await,
                 Command::Kill { signal, ids } => containers::kill(&c, ids, &signal).await,
                 Command::Rm { force, ids } => containers::rm(&c, ids, force).await,
