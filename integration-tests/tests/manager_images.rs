@@ -62,15 +62,129 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             out.insert(
                 rel,
                 format!(
-                    "{what} mode={:o} uid={} gid={}",
+                    "{what} mode={:o} uid={} gid={} xattrs={:?}",
                     m.mode() & 0o7777,
                     m.uid(),
-                    m.gid()
+                    m.gid(),
+                    xattrs(&p)
                 ),
             );
         }
     }
     out
+}
+
+/// The user.* and security.* extended attributes of `p` (not following a
+/// symlink), sorted; overlayfs' own trusted.* are left out.
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    // SAFETY: a NUL-terminated path and a buffer of the length given.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<(String, Vec<u8>)> = names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| n.starts_with("user.") || n.starts_with("security."))
+        .map(|name| {
+            let cn = std::ffi::CString::new(name.clone()).unwrap();
+            let mut v = vec![0u8; 4096];
+            // SAFETY: NUL-terminated strings and a buffer of the length given.
+            let k =
+                unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            v.truncate(k.max(0) as usize);
+            (name, v)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// What "consistent" means for the stores: every blob re-hashes to its
+/// name, every image resolves through blobs that are present, every
+/// committed snapshot's parent exists.
+fn assert_consistent(d: &Daemon) {
+    let blobs = d.root().join("content/blobs/sha256");
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let e = e.unwrap();
+        let data = std::fs::read(e.path()).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&data)),
+            e.file_name().to_string_lossy(),
+            "blob corrupt"
+        );
+    }
+    let present = |digest: &str| blobs.join(digest.trim_start_matches("sha256:")).is_file();
+    for img in d.json(&["images", "--json"]).as_array().unwrap() {
+        let digest = img["digest"].as_str().unwrap();
+        assert!(present(digest), "{} target missing", img["name"]);
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blobs.join(&digest[7..])).unwrap()).unwrap();
+        let manifests: Vec<String> = match doc["manifests"].as_array() {
+            Some(m) => m
+                .iter()
+                .map(|x| x["digest"].as_str().unwrap().to_owned())
+                .filter(|d| present(d))
+                .collect(),
+            None => vec![digest.to_owned()],
+        };
+        assert!(
+            !manifests.is_empty(),
+            "{}: no manifest present",
+            img["name"]
+        );
+        for m in manifests {
+            let man: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(blobs.join(&m[7..])).unwrap()).unwrap();
+            assert!(
+                present(man["config"]["digest"].as_str().unwrap()),
+                "{m}: config missing"
+            );
+            for l in man["layers"].as_array().unwrap() {
+                assert!(present(l["digest"].as_str().unwrap()), "{m}: layer missing");
+            }
+        }
+    }
+    let snaps = d.json(&["snapshots", "--json"]);
+    let keys: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    for s in snaps.as_array().unwrap() {
+        let parent = s["parent"].as_str().unwrap();
+        assert!(
+            parent.is_empty() || keys.contains(&parent),
+            "snapshot {} lost its parent",
+            s["key"]
+        );
+    }
+}
+
+/// Compares two trees, printing only the entries that differ.
+fn assert_same_tree(
+    ours: &BTreeMap<String, String>,
+    reference: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let diff: Vec<String> = ours
+        .keys()
+        .chain(reference.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| ours.get(*k) != reference.get(*k))
+        .map(|k| format!("{k}: ours {:?}, umoci {:?}", ours.get(k), reference.get(k)))
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "{what} differs from umoci's unpack:\n{}",
+        diff.join("\n")
+    );
 }
 
 fn umoci_tree(layout: &Path, reference: &str) -> BTreeMap<String, String> {
@@ -139,6 +253,53 @@ fn snapshot_tree(d: &Daemon, snapshotter: &str, chain: &str) -> BTreeMap<String,
     t
 }
 
+/// The busybox entries as an uncompressed tar (a base for raw layers).
+fn busybox_tar(entries: &[Entry]) -> Vec<u8> {
+    image::tar_entries(entries).unwrap()
+}
+
+/// A layer with what the builder-based fixtures do not have: extended
+/// attributes (PAX `SCHILY.xattr.*`), a character device, a block device
+/// and a FIFO.
+fn special_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, std::io::empty()).unwrap();
+    };
+    dir(&mut b, "special");
+    b.append_pax_extensions([("SCHILY.xattr.user.berth", &b"hello"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o640);
+    h.set_uid(1000);
+    h.set_gid(1000);
+    h.set_size(5);
+    h.set_mtime(0);
+    b.append_data(&mut h, "special/attrs", &b"data\n"[..])
+        .unwrap();
+    for (name, kind, major, minor, mode) in [
+        ("special/null", tar::EntryType::Char, 1, 3, 0o666),
+        ("special/loop9", tar::EntryType::Block, 7, 9, 0o660),
+        ("special/fifo", tar::EntryType::Fifo, 0, 0, 0o600),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 struct Images {
     _tmp: tempfile::TempDir,
     layout: PathBuf,
@@ -146,6 +307,7 @@ struct Images {
     docker: image::Image,
     docker_list: image::Descriptor,
     zstd: image::Image,
+    special: image::Image,
 }
 
 fn images() -> Images {
@@ -168,9 +330,14 @@ fn images() -> Images {
         .put_index(std::slice::from_ref(&docker.manifest), true)
         .unwrap();
     let zstd = l.put_image(&spec(Compression::Zstd, false)).unwrap();
+    let special = l
+        .put_raw_image(&[busybox_tar(&busybox), special_tar()])
+        .unwrap();
+    l.tag("special", &special.manifest);
     l.tag("docker", &docker.manifest);
     l.tag("dockerlist", &docker_list);
     l.tag("zstd", &zstd.manifest);
+    let _ = &special;
     let layout = l.finish().unwrap();
     Images {
         layout,
@@ -178,6 +345,7 @@ fn images() -> Images {
         docker,
         docker_list,
         zstd,
+        special,
         _tmp: tmp,
     }
 }
@@ -192,6 +360,8 @@ fn push_all(reg: &Registry, imgs: &Images) {
     reg.push_raw(&imgs.layout, &imgs.docker_list, "test/dockerlist", "latest")
         .unwrap();
     reg.push_layout(&imgs.layout, "zstd", "test/zstd", "latest")
+        .unwrap();
+    reg.push_layout(&imgs.layout, "special", "test/special", "latest")
         .unwrap();
 }
 
@@ -208,10 +378,10 @@ fn pulls_every_kind_of_image_and_unpacks_it_as_umoci_does() {
     assert_eq!(pulled["digest"], imgs.std.multilayer.manifest.digest);
     assert_eq!(pulled["unpacked"], true);
     let chain = chain_ids(&imgs.std.multilayer.diff_ids);
-    assert_eq!(
-        snapshot_tree(&d, "overlayfs", chain.last().unwrap()),
-        umoci_tree(&imgs.std.layout, "multilayer"),
-        "overlay snapshot differs from umoci's unpack"
+    assert_same_tree(
+        &snapshot_tree(&d, "overlayfs", chain.last().unwrap()),
+        &umoci_tree(&imgs.std.layout, "multilayer"),
+        "the overlay snapshot of multilayer",
     );
 
     // The index resolves to the host's manifest; Docker media types, a
@@ -247,14 +417,39 @@ fn pulls_every_kind_of_image_and_unpacks_it_as_umoci_does() {
         let v = d.json(&["pull", "--json", &format!("{host}/test/{name}:latest")]);
         assert_eq!(v["digest"], target, "{name}");
         assert_eq!(v["unpacked"], true, "{name}");
-        assert_eq!(
-            snapshot_tree(&d, "overlayfs", chain_ids(&diff_ids).last().unwrap()),
-            busybox_tree,
-            "{name}"
+        assert_same_tree(
+            &snapshot_tree(&d, "overlayfs", chain_ids(&diff_ids).last().unwrap()),
+            &busybox_tree,
+            name,
         );
     }
+    // Extended attributes, device nodes and FIFOs, as umoci makes them.
+    let v = d.json(&["pull", "--json", &format!("{host}/test/special:latest")]);
+    assert_eq!(v["unpacked"], true);
+    let special = snapshot_tree(
+        &d,
+        "overlayfs",
+        chain_ids(&imgs.special.diff_ids).last().unwrap(),
+    );
+    assert_same_tree(&special, &umoci_tree(&imgs.layout, "special"), "special");
+    assert!(
+        special["special/attrs"].contains("user.berth"),
+        "{:?}",
+        special["special/attrs"]
+    );
+    assert!(
+        special["special/null"].starts_with(&format!("dev {}", libc::makedev(1, 3))),
+        "{:?}",
+        special["special/null"]
+    );
+    assert!(
+        special["special/fifo"].starts_with("other"),
+        "{:?}",
+        special["special/fifo"]
+    );
     let list = d.json(&["images", "--json"]);
-    assert_eq!(list.as_array().unwrap().len(), 6);
+    assert_eq!(list.as_array().unwrap().len(), 7);
+    assert_consistent(&d);
     // Same busybox layer everywhere: one snapshot, stored once.
     let snaps = d.json(&["snapshots", "--json"]);
     let committed: Vec<_> = snaps
@@ -265,8 +460,8 @@ fn pulls_every_kind_of_image_and_unpacks_it_as_umoci_does() {
         .collect();
     assert_eq!(
         committed.len(),
-        3,
-        "busybox base + two multilayer layers: {snaps}"
+        4,
+        "busybox base + two multilayer layers + the special layer: {snaps}"
     );
 
     // A platform the index does not have is a clear error.
@@ -295,9 +490,10 @@ fn the_copying_snapshotter_unpacks_the_same_tree() {
     let v = d.json(&["pull", "--json", &format!("{}/test/multilayer", reg.host())]);
     assert_eq!(v["unpacked"], true);
     let chain = chain_ids(&imgs.std.multilayer.diff_ids);
-    assert_eq!(
-        snapshot_tree(&d, "native", chain.last().unwrap()),
-        umoci_tree(&imgs.std.layout, "multilayer")
+    assert_same_tree(
+        &snapshot_tree(&d, "native", chain.last().unwrap()),
+        &umoci_tree(&imgs.std.layout, "multilayer"),
+        "the native snapshot of multilayer",
     );
 }
 
@@ -523,8 +719,22 @@ fn hostile_layers_are_refused_and_change_nothing() {
     let mut l = Layout::create(&tmp.path().join("layout")).unwrap();
     let victim = tmp.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
+    std::fs::write(tmp.path().join("canary"), "untouched").unwrap();
     let abs_link = victim.display().to_string();
+    let canary = tmp.path().join("canary").display().to_string();
+    let canary_rel = format!("../../../../../../../../..{canary}");
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "hardlink-canary",
+            image::raw_tar(&[("h", T::Link, b"", &canary_rel)]),
+        ),
+        (
+            "symlinked-dir-canary",
+            image::raw_tar(&[
+                ("d", T::Symlink, b"", &tmp.path().display().to_string()),
+                ("d/canary", T::Regular, b"pwned", ""),
+            ]),
+        ),
         (
             "dotdot",
             image::raw_tar(&[(
@@ -554,6 +764,14 @@ fn hostile_layers_are_refused_and_change_nothing() {
         let img = l.put_raw_image(std::slice::from_ref(tar)).unwrap();
         l.tag(name, &img.manifest);
     }
+    // Not an escape: a file entry replaces a symlink of the same name inside
+    // the snapshot instead of writing through it.
+    let replace = image::raw_tar(&[
+        ("c", T::Symlink, b"", &canary),
+        ("c", T::Regular, b"pwned", ""),
+    ]);
+    let img = l.put_raw_image(std::slice::from_ref(&replace)).unwrap();
+    l.tag("replace", &img.manifest);
     let layout = l.finish().unwrap();
     let reg = Registry::start().unwrap();
     let d = Daemon::start();
@@ -569,12 +787,24 @@ fn hostile_layers_are_refused_and_change_nothing() {
         0,
         "nothing written outside"
     );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("canary")).unwrap(),
+        "untouched"
+    );
+    assert_consistent(&d);
     assert!(d.json(&["images", "--json"]).as_array().unwrap().is_empty());
     assert!(d
         .json(&["snapshots", "--json"])
         .as_array()
         .unwrap()
         .is_empty());
+    reg.push_layout(&layout, "replace", "test/replace", "latest")
+        .unwrap();
+    d.ok(&["pull", &format!("{}/test/replace:latest", reg.host())]);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("canary")).unwrap(),
+        "untouched"
+    );
 }
 
 #[test]
@@ -596,6 +826,7 @@ fn garbage_collection_keeps_shared_layers_until_the_last_image_goes() {
         d.json(&["snapshots", "--json"]).as_array().unwrap().len(),
         before
     );
+    assert_consistent(&d);
     d.ok(&["rmi", &format!("{host}/test/multilayer")]);
     let gc = d.json(&["gc", "--json"]);
     assert_eq!(gc["snapshotsRemoved"], 3, "{gc}");
@@ -698,14 +929,17 @@ fn the_daemon_survives_kill_9_mid_pull_and_loses_nothing_committed() {
     d.respawn();
 
     // What was committed is intact; the half pull left no image.
+    assert_consistent(&d);
+    assert_consistent(&d);
     let list = d.json(&["images", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["name"], small);
     assert_eq!(list[0]["unpacked"], true);
     let chain = chain_ids(&imgs.std.busybox.diff_ids);
-    assert_eq!(
-        snapshot_tree(&d, "overlayfs", &chain[0]),
-        umoci_tree(&imgs.std.layout, "busybox")
+    assert_same_tree(
+        &snapshot_tree(&d, "overlayfs", &chain[0]),
+        &umoci_tree(&imgs.std.layout, "busybox"),
+        "busybox after kill -9",
     );
 
     // The pull completes on retry, resuming the kept bytes.
@@ -718,6 +952,7 @@ fn the_daemon_survives_kill_9_mid_pull_and_loses_nothing_committed() {
             .any(|l| l.contains(&img.layers[0].digest) && l.contains("\" 206 ")),
         "no ranged resume"
     );
+    assert_consistent(&d);
     // Only the two images' snapshots and the dead pull's extraction
     // (held by its lease until it expires) remain.
     let snaps = d.json(&["snapshots", "--json"]);
