@@ -278,3 +278,70 @@ fn run_pulls_a_missing_image_and_follows_logs() {
     );
     d.ok(&["rm", "slow"]);
 }
+
+#[test]
+fn save_and_load_round_trip_between_namespaces() {
+    let (d, t) = daemon();
+    let tar = t.path().join("saved.tar");
+    d.ok(&["save", "-o", tar.to_str().unwrap(), "busybox", "multilayer"]);
+    let out = d.ok(&["-n", "other", "load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        out.contains("docker.io/library/busybox:latest")
+            && out.contains("docker.io/library/multilayer:latest"),
+        "{out}"
+    );
+    let digests = |ns: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = d
+            .json(&["-n", ns, "images", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["name"] != "docker.io/library/index:latest")
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap().to_owned(),
+                    i["digest"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(digests("other"), digests("default"));
+    let (code, out, _) = {
+        let o = d.cli(&[
+            "-n",
+            "other",
+            "run",
+            "--rm",
+            "multilayer",
+            "cat",
+            "/srv/data/c",
+        ]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            (),
+        )
+    };
+    assert_eq!((code, out.as_str()), (Some(0), "top layer\n"));
+    // The archive is also a docker-archive: manifest.json names the images.
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "manifest.json"),
+        "{names}"
+    );
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "oci-layout"),
+        "{names}"
+    );
+    let err = d.fails(&["save", "-o", tar.to_str().unwrap(), "nope"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = d.fails(&["load", "-i", "/etc/hostname"]);
+    assert!(!err.is_empty());
+}
