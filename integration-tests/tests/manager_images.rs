@@ -953,8 +953,8 @@ fn the_daemon_survives_kill_9_mid_pull_and_loses_nothing_committed() {
         "no ranged resume"
     );
     assert_consistent(&d);
-    // Only the two images' snapshots and the dead pull's extraction
-    // (held by its lease until it expires) remain.
+    // The dead pull's lease belonged to the killed daemon: the restart
+    // collected what it held, so only committed layers remain.
     let snaps = d.json(&["snapshots", "--json"]);
     let active: Vec<_> = snaps
         .as_array()
@@ -962,7 +962,15 @@ fn the_daemon_survives_kill_9_mid_pull_and_loses_nothing_committed() {
         .iter()
         .filter(|s| s["kind"] != "committed")
         .collect();
-    assert!(active.len() <= 1, "{snaps}");
+    assert!(active.is_empty(), "{snaps}");
+    let leases = std::fs::read_dir(d.root().join("snapshots/overlayfs"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        leases,
+        snaps.as_array().unwrap().len(),
+        "snapshot directories without records"
+    );
 }
 
 #[test]

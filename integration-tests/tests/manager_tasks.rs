@@ -499,3 +499,197 @@ async fn containers_outlive_the_manager_and_exits_while_it_is_down_are_reported(
     let mounts = berth_integration_tests::manager::mounts_under(s.d.dir());
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crash_during_creates_leaves_nothing_half_made() {
+    let mut s = setup();
+    let image = s.image.clone();
+    {
+        let api = Api::connect(&s.d, "default").await;
+        // One container created but never started: a legal state, kept.
+        api.create("idle", &image, sh("true"), &[]).await.unwrap();
+    }
+    // Creates in flight when the daemon is killed.
+    let sock = s.d.socket().display().to_string();
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        let (sock, image) = (sock.clone(), image.clone());
+        jobs.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok(ch) = berth_proto::transport::connect(&sock).await else {
+                    return;
+                };
+                let api = Api {
+                    ch,
+                    ns: "default".into(),
+                };
+                let id = format!("c{i}");
+                if api.create(&id, &image, sh("sleep 1000"), &[]).await.is_ok() {
+                    let _ = api
+                        .tasks()
+                        .create(api.req(pb::CreateTaskRequest {
+                            container_id: id,
+                            log_path: String::new(),
+                        }))
+                        .await;
+                }
+            })
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    s.d.kill9();
+    for j in jobs {
+        let _ = j.join();
+    }
+    s.d.respawn();
+
+    let api = Api::connect(&s.d, "default").await;
+    let containers = api
+        .containers()
+        .list(api.req(pb::ListContainersRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(
+        containers.iter().any(|c| c.id == "idle"),
+        "a created container is kept"
+    );
+    // Everything the API still shows can be removed cleanly...
+    let tasks = api
+        .tasks()
+        .list(api.req(pb::ListTasksRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    for t in &tasks {
+        api.tasks()
+            .kill(api.req(shim::KillRequest {
+                id: t.id.clone(),
+                exec_id: String::new(),
+                signal: 9,
+                all: true,
+            }))
+            .await
+            .ok();
+        api.tasks()
+            .delete(api.req(shim::DeleteRequest {
+                id: t.id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+            .unwrap();
+    }
+    for c in &containers {
+        api.containers()
+            .delete(api.req(pb::DeleteContainerRequest { id: c.id.clone() }))
+            .await
+            .unwrap();
+    }
+    // ...and nothing else is left: no snapshot but the image's, no bundle,
+    // no shim, no mount.
+    s.d.ok(&["gc"]);
+    let snaps = s.d.json(&["snapshots", "--json"]);
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["kind"] == "committed"),
+        "{snaps}"
+    );
+    let bundles = std::fs::read_dir(s.d.dir().join("state/tasks/default"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(bundles, 0, "bundles left");
+    let mounts = berth_integration_tests::manager::mounts_under(s.d.dir());
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", &format!("berth-shim start .*{}", s.d.dir().display())])
+        .output()
+        .unwrap();
+    assert!(
+        shims.stdout.is_empty(),
+        "shims left: {}",
+        String::from_utf8_lossy(&shims.stdout)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_hundred_containers_come_and_go() {
+    let s = setup();
+    let api = Api::connect(&s.d, "default").await;
+    for i in 0..100 {
+        let (code, _) = api.run(&format!("many{i}"), &s.image, sh("exit 0")).await;
+        assert_eq!(code, 0);
+    }
+    let snaps = s.d.json(&["snapshots", "--json"]);
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["kind"] == "committed"),
+        "{snaps}"
+    );
+    assert_eq!(
+        std::fs::read_dir(s.d.dir().join("state/tasks/default"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    assert!(berth_integration_tests::manager::mounts_under(s.d.dir()).is_empty());
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory/berth")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("default-many"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(cgroups, 0, "cgroups left");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_oom_kill_is_reported() {
+    let s = setup();
+    let api = Api::connect(&s.d, "default").await;
+    let mut events = pb::events_client::EventsClient::new(api.ch.clone())
+        .subscribe(pb::SubscribeRequest {
+            namespaces: vec![],
+            topics: vec!["/tasks/oom".into(), "/tasks/exit".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (code, _) = api
+        .run(
+            "hog",
+            &s.image,
+            pb::SpecOptions {
+                memory_bytes: 16 << 20,
+                ..sh("head -c 200m /dev/zero | tail")
+            },
+        )
+        .await;
+    assert_eq!(code, 137, "killed by the OOM killer");
+    let mut topics = Vec::new();
+    while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .map(|r| r.transpose())
+    {
+        topics.push(e.topic.clone());
+        if e.topic == "/tasks/exit" {
+            break;
+        }
+    }
+    assert_eq!(
+        topics.first().map(String::as_str),
+        Some("/tasks/oom"),
+        "{topics:?}"
+    );
+}

@@ -939,7 +939,7 @@ pub async fn load(
     {
         let _g = m.gc_lock.read().await;
         m.meta.write(|tx| namespace::ensure_in(tx, ns))?;
-        lease::create(&m.meta, ns, &lease_id, LEASE_SECONDS)?;
+        lease::create(&m.meta, ns, &lease_id, LEASE_SECONDS, &m.instance)?;
     }
     let r = load_under_lease(m, ns, &lease_id, driver, opts.unpack, &plan).await;
     // The image records now hold what the load made; on failure, the
@@ -1201,7 +1201,7 @@ impl Save {
         // the lease that holds what they found.
         let _g = m.gc_lock.read().await;
         let plan = save_plan(m, ns, names, platform.as_ref())?;
-        lease::create(&m.meta, ns, &lease_id, LEASE_SECONDS)?;
+        lease::create(&m.meta, ns, &lease_id, LEASE_SECONDS, &m.instance)?;
         let save = Self {
             m: m.clone(),
             ns: ns.to_owned(),

@@ -259,7 +259,7 @@ pub async fn create(
     let mounts = {
         let _g = m.gc_lock.read().await;
         m.meta.write(|tx| namespace::ensure_in(tx, ns))?;
-        lease::create(&m.meta, ns, &lease_id, 3600)?;
+        lease::create(&m.meta, ns, &lease_id, 3600, &m.instance)?;
         m.meta.write(|tx| {
             lease::add_in(
                 tx,

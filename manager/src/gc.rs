@@ -102,7 +102,7 @@ pub async fn collect(m: &Manager) -> Result<GcStats, GcError> {
             }
         }
         for (k, lease) in m.meta.list::<Lease>(Table::Leases, &prefix)? {
-            if lease.expired(now) {
+            if lease.expired(now, &m.instance) {
                 m.meta.write(|tx| tx.delete(Table::Leases, &k))?;
                 stats.leases_expired += 1;
                 continue;

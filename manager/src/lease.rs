@@ -38,11 +38,20 @@ pub struct Lease {
     pub expires: i64,
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// The daemon instance running the operation that holds this lease
+    /// (empty for leases clients create). Such an operation cannot outlive
+    /// its daemon, so a lease of another instance is over: what it held was
+    /// left half made by a crash.
+    #[serde(default)]
+    pub owner: String,
 }
 
 impl Lease {
-    pub fn expired(&self, now: i64) -> bool {
-        self.expires != 0 && self.expires <= now
+    /// Whether the lease no longer holds anything, at `now`, for the daemon
+    /// instance `instance`.
+    pub fn expired(&self, now: i64, instance: &str) -> bool {
+        (self.expires != 0 && self.expires <= now)
+            || (!self.owner.is_empty() && self.owner != instance)
     }
 }
 
@@ -56,7 +65,15 @@ pub enum LeaseError {
     Metadata(#[from] MetadataError),
 }
 
-pub fn create(meta: &Store, ns: &str, id: &str, expire_seconds: i64) -> Result<Lease, LeaseError> {
+/// Creates a lease; `owner` is the daemon instance for an operation's own
+/// lease, empty for a client's.
+pub fn create(
+    meta: &Store,
+    ns: &str,
+    id: &str,
+    expire_seconds: i64,
+    owner: &str,
+) -> Result<Lease, LeaseError> {
     let now = chrono::Utc::now().timestamp();
     let lease = Lease {
         id: id.to_owned(),
@@ -67,6 +84,7 @@ pub fn create(meta: &Store, ns: &str, id: &str, expire_seconds: i64) -> Result<L
             0
         },
         resources: Vec::new(),
+        owner: owner.to_owned(),
     };
     meta.write(|tx| -> Result<(), LeaseError> {
         let k = key(ns, id);

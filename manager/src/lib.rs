@@ -41,6 +41,8 @@ pub struct Manager {
     /// Live shims, by namespace and container.
     pub tasks: task::Registry,
     pub events: events::Bus,
+    /// This daemon process's identity, owner of its operations' leases.
+    pub instance: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,11 @@ impl Manager {
             gc_lock: tokio::sync::RwLock::new(()),
             tasks: task::Registry::default(),
             events: events::Bus::default(),
+            instance: format!(
+                "{}-{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+            ),
         })
     }
 }

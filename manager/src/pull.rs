@@ -210,7 +210,7 @@ pub async fn pull(
     {
         let _g = m.gc_lock.read().await;
         m.meta.write(|tx| namespace::ensure_in(tx, ns))?;
-        lease::create(&m.meta, ns, &lease_id, 3600)?;
+        lease::create(&m.meta, ns, &lease_id, 3600, &m.instance)?;
     }
     let r = pull_under_lease(&m, ns, &name, &lease_id, driver, remote, &opts, &progress).await;
     // The image record now holds what the pull made; on failure, the

@@ -505,13 +505,24 @@ async fn reconnect(m: &Arc<Manager>, ns: &str, id: &str, bundle: &Path) -> Resul
     .map_err(|_| "connect timed out".to_string())?
     .map_err(|e| e.to_string())?;
     let mut client = ShimClient::new(channel);
-    client
+    if let Err(e) = client
         .state(shim::StateRequest {
             id: id.to_owned(),
             exec_id: String::new(),
         })
         .await
-        .map_err(|e| e.message().to_owned())?;
+    {
+        // A shim started by a create the crash cut short, before it held
+        // the container: stop it, so `berth-shim delete` can clean up.
+        let _ = client.shutdown(shim::ShutdownRequest { now: true }).await;
+        for _ in 0..40 {
+            if !bundle.join("address").exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return Err(e.message().to_owned());
+    }
     let log_path = m
         .config
         .root

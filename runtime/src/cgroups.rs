@@ -181,9 +181,25 @@ pub fn stats(cfg: &CgroupConfig) -> Result<libcgroups::stats::Stats, CgroupError
     manager(cfg)?.stats().map_err(|e| err(cfg, e))
 }
 
-/// Removes the cgroup (killing anything left in it).
+/// Removes the cgroup (killing anything left in it). Processes killed a
+/// moment ago can keep a cgroup busy for a while after SIGKILL (the kernel
+/// tears them down asynchronously), so removal is retried a few times,
+/// as runc does, rather than leaving the directory behind (each attempt
+/// itself retries briefly).
 pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
-    manager(cfg)?.remove().map_err(|e| err(cfg, e))
+    let m = manager(cfg)?;
+    let mut last = None;
+    for _ in 0..5 {
+        match m.remove() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    match last {
+        Some(e) => Err(err(cfg, e)),
+        None => Ok(()),
+    }
 }
 
 /// Whether the container's cgroup is frozen. Reads one file; any doubt

@@ -43,6 +43,7 @@ impl pb::leases_server::Leases for Service {
             &ns,
             &r.id,
             r.expire_seconds,
+            "",
         )?)))
     }
 

@@ -43,8 +43,33 @@ pub fn start_container(c: &Container) -> Result<()> {
     }
     let _ = std::fs::remove_file(&fifo);
     if let Some(hooks) = c.config.hooks() {
+        if hooks.poststart().as_ref().is_some_and(|h| !h.is_empty()) {
+            wait_exec(c);
+        }
         let state = c.oci_state(Status::Running).to_string();
         crate::hooks::run_warn("poststart", hooks.poststart().as_ref(), &state);
     }
     Ok(())
+}
+
+/// Waits (up to a second) until the init has run its startContainer hooks
+/// and exec'd the container's process, which the spec puts before
+/// poststart: until `/proc/<pid>/exe` is no longer this runtime's binary.
+fn wait_exec(c: &Container) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/self/exe") else {
+        return;
+    };
+    let exe = format!("/proc/{}/exe", c.init_pid);
+    for _ in 0..1000 {
+        match std::fs::metadata(&exe) {
+            Ok(m) if (m.dev(), m.ino()) != (me.dev(), me.ino()) => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        if !c.init_alive() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
