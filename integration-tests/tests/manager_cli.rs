@@ -345,3 +345,116 @@ fn save_and_load_round_trip_between_namespaces() {
     let err = d.fails(&["load", "-i", "/etc/hostname"]);
     assert!(!err.is_empty());
 }
+
+#[test]
+fn create_start_attach_inspect_top_stats_events() {
+    let (d, _t) = daemon();
+    // Events are printed as they happen, by a CLI running beside us.
+    let mut events = d
+        .cmd()
+        .args([
+            "events",
+            "--json",
+            "--topic",
+            "/containers/",
+            "--topic",
+            "/tasks/exit",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    assert_eq!(
+        d.ok(&[
+            "create",
+            "--name",
+            "c1",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; exit 6"
+        ])
+        .trim(),
+        "c1"
+    );
+    let ps = d.json(&["ps", "-a", "--format", "json"]);
+    assert_eq!(ps[0]["status"], "created");
+    let out = d.cli(&["start", "-a", "c1"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+    // An exited container starts again.
+    let out = d.cli(&["start", "-a", "c1"]);
+    assert_eq!(out.status.code(), Some(6));
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "--memory",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.5; echo late; sleep 1000",
+    ]);
+    let attach = d
+        .cmd()
+        .args(["attach", "w"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let info = d.json(&["inspect", "w"]);
+    assert_eq!(info[0]["id"], "w");
+    assert_eq!(info[0]["task"]["status"], "running");
+    assert_eq!(
+        info[0]["spec"]["linux"]["resources"]["memory"]["limit"],
+        32 << 20
+    );
+    let top = d.ok(&["top", "w"]);
+    assert!(top.contains("sleep 1000") || top.contains("sh -c"), "{top}");
+    let stats = d.ok(&["stats", "--no-stream", "--json", "w"]);
+    let s: serde_json::Value = serde_json::from_str(stats.lines().next().unwrap()).unwrap();
+    assert_eq!(s["memoryLimitBytes"], 32 << 20);
+    assert!(s["pids"].as_u64().unwrap() >= 2, "{s}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    d.ok(&["kill", "w"]);
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    assert_eq!(out.status.code(), Some(137));
+    let since = d.ok(&["logs", "--since", "1h", "w"]);
+    assert_eq!(since, "late\n");
+    let none = d.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "w"]);
+    assert!(none.is_empty(), "{none}");
+    d.ok(&["rm", "w", "c1"]);
+
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let topics: Vec<&str> = lines.iter().map(|l| l["topic"].as_str().unwrap()).collect();
+    assert_eq!(
+        topics
+            .iter()
+            .filter(|t| **t == "/containers/create")
+            .count(),
+        2,
+        "{topics:?}"
+    );
+    assert_eq!(
+        topics.iter().filter(|t| **t == "/tasks/exit").count(),
+        3,
+        "{topics:?}"
+    );
+    assert_eq!(
+        topics
+            .iter()
+            .filter(|t| **t == "/containers/delete")
+            .count(),
+        2,
+        "{topics:?}"
+    );
+}

@@ -178,7 +178,9 @@ async fn ensure_image(c: &Client, image: &str) -> Result<()> {
     }
 }
 
-pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
+/// Pulls the image if needed and creates the container record; returns
+/// its id. Shared by `create` and `run`.
+async fn create_container(c: &Client, a: &RunArgs) -> Result<String> {
     let image = a.image_and_args[0].clone();
     let args = a.image_and_args[1..].to_vec();
     ensure_image(c, &image).await?;
@@ -230,37 +232,70 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
         })
         .await
         .map_err(rpc)?;
-    if let Err(e) = c
-        .tasks()
-        .create(pb::CreateTaskRequest {
-            container_id: id.clone(),
-            log_path: String::new(),
-        })
-        .await
-    {
+    Ok(id)
+}
+
+pub async fn create(c: &Client, a: RunArgs) -> Result<()> {
+    println!("{}", create_container(c, &a).await?);
+    Ok(())
+}
+
+pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
+    let id = create_container(c, &a).await?;
+    if let Err(e) = create_task(c, &id).await {
         let _ = c
             .containers()
             .delete(pb::DeleteContainerRequest { id: id.clone() })
             .await;
-        return Err(rpc(e));
+        return Err(e);
     }
     if a.detach {
-        c.tasks()
-            .start(shim::StartRequest {
-                id: id.clone(),
-                exec_id: String::new(),
-            })
-            .await
-            .map_err(rpc)?;
+        start_task(c, &id, false, false, false).await?;
         println!("{id}");
         return Ok(0);
     }
-    // Attach and wait before starting, so no output is missed and the exit
-    // status is ours even if the daemon removes an `--rm` task at once.
-    let output = attach(c, &id, "", a.interactive).await?;
+    start_task(c, &id, true, a.interactive, a.rm).await
+}
+
+async fn create_task(c: &Client, id: &str) -> Result<()> {
+    c.tasks()
+        .create(pb::CreateTaskRequest {
+            container_id: id.to_owned(),
+            log_path: String::new(),
+        })
+        .await
+        .map_err(rpc)?;
+    Ok(())
+}
+
+/// Starts a created task. Attached, it relays the output until the
+/// process exits and returns its exit code; attach and wait come before
+/// the start, so no output is missed and the status is ours even if the
+/// daemon removes an auto-remove task at once.
+async fn start_task(
+    c: &Client,
+    id: &str,
+    attached: bool,
+    stdin: bool,
+    auto_remove: bool,
+) -> Result<i32> {
+    let start = || async {
+        c.tasks()
+            .start(shim::StartRequest {
+                id: id.to_owned(),
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(rpc)
+    };
+    if !attached {
+        start().await?;
+        return Ok(0);
+    }
+    let output = attach(c, id, "", stdin).await?;
     let waiter = {
         let mut tasks = c.tasks();
-        let id = id.clone();
+        let id = id.to_owned();
         tokio::spawn(async move {
             tasks
                 .wait(shim::WaitRequest {
@@ -270,21 +305,15 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
                 .await
         })
     };
-    c.tasks()
-        .start(shim::StartRequest {
-            id: id.clone(),
-            exec_id: String::new(),
-        })
-        .await
-        .map_err(rpc)?;
+    start().await?;
     output.await.context("relaying output")??;
     let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
-    if a.rm {
+    if auto_remove {
         // The daemon removes it; wait for that so `run --rm` leaves nothing
         // behind when it returns.
         for _ in 0..100 {
             if c.containers()
-                .get(pb::GetContainerRequest { id: id.clone() })
+                .get(pb::GetContainerRequest { id: id.to_owned() })
                 .await
                 .is_err()
             {
@@ -293,6 +322,80 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
+    Ok(st.exit_status as i32)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Relay the output and return the exit code.
+    #[arg(short, long)]
+    attach: bool,
+    /// Forward stdin (with -a).
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+/// `start`: a created container (its task is made here) or one whose task
+/// exited (the old task is deleted first), as docker's start.
+pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
+    let mut code = 0;
+    for id in &a.ids {
+        let ct = c
+            .containers()
+            .get(pb::GetContainerRequest { id: id.clone() })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        match c.tasks().get(pb::GetTaskRequest { id: id.clone() }).await {
+            Ok(t) if t.get_ref().status == shim::Status::Stopped as i32 => {
+                c.tasks()
+                    .delete(shim::DeleteRequest {
+                        id: id.clone(),
+                        exec_id: String::new(),
+                    })
+                    .await
+                    .map_err(rpc)?;
+                create_task(c, id).await?;
+            }
+            Ok(t) if t.get_ref().status != shim::Status::Created as i32 => {
+                bail!("container {id} is already running")
+            }
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::NotFound => create_task(c, id).await?,
+            Err(e) => return Err(rpc(e)),
+        }
+        let auto_remove = ct
+            .labels
+            .get(crate::container::labels::AUTO_REMOVE)
+            .is_some_and(|v| v == "true");
+        code = start_task(c, id, a.attach, a.interactive, auto_remove).await?;
+        if !a.attach {
+            println!("{id}");
+        }
+    }
+    Ok(code)
+}
+
+/// `attach`: the running task's output (and, with -i, our input) until it
+/// exits; returns its exit code.
+pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
+    let output = attach(c, id, "", stdin).await?;
+    let waiter = {
+        let mut tasks = c.tasks();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tasks
+                .wait(shim::WaitRequest {
+                    id,
+                    exec_id: String::new(),
+                })
+                .await
+        })
+    };
+    output.await.context("relaying output")??;
+    let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
     Ok(st.exit_status as i32)
 }
 
@@ -482,7 +585,7 @@ pub struct PsArgs {
     format: Option<String>,
 }
 
-fn status_name(s: i32) -> &'static str {
+pub(crate) fn status_name(s: i32) -> &'static str {
     match shim::Status::try_from(s).unwrap_or(shim::Status::Unknown) {
         shim::Status::Created => "created",
         shim::Status::Running => "running",
@@ -705,6 +808,27 @@ pub struct LogsArgs {
     /// Prefix each line with its RFC 3339 time.
     #[arg(short, long)]
     timestamps: bool,
+    /// Only lines since a time: RFC 3339, or a duration ago (30s, 5m, 2h).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+/// `--since`: an RFC 3339 time, or a duration before now.
+pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().with_context(|| {
+        format!("--since {s:?}: give an RFC 3339 time or a duration like 30s, 5m, 2h")
+    })?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("--since {s:?}: the unit must be s, m or h"),
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
 }
 
 /// Prints a container's log (the CRI log file the shim writes), joining
@@ -717,6 +841,7 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
         .map_err(rpc)?
         .into_inner();
     let path = PathBuf::from(&t.log_path);
+    let since = a.since.as_deref().map(parse_since).transpose()?;
     let mut offset = 0u64;
     let mut first = true;
     let mut pending = String::new();
@@ -744,11 +869,14 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
             let msg = p.next().unwrap_or("");
             pending.push_str(msg);
             if tag == "F" {
-                lines.push((
-                    ts.to_owned(),
-                    stream.to_owned(),
-                    std::mem::take(&mut pending),
-                ));
+                let msg = std::mem::take(&mut pending);
+                let old = since.is_some_and(|s| {
+                    chrono::DateTime::parse_from_rfc3339(ts)
+                        .is_ok_and(|t| t.with_timezone(&chrono::Utc) < s)
+                });
+                if !old {
+                    lines.push((ts.to_owned(), stream.to_owned(), msg));
+                }
             }
         }
         if first {

@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod observe;
 mod stores;
 
 use std::path::PathBuf;
@@ -41,6 +42,43 @@ enum Command {
     Ps(containers::PsArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Create a container (pulling the image if needed) without starting it.
+    Create(Box<containers::RunArgs>),
+    /// Start created or exited containers (-a: attach and return the exit code).
+    Start(containers::StartArgs),
+    /// Attach to a running container's output (and input with -i).
+    Attach {
+        #[arg(short, long)]
+        interactive: bool,
+        id: String,
+    },
+    /// Show containers' records, specs and tasks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Print events as they happen.
+    Events {
+        /// Every namespace, not only this one.
+        #[arg(long)]
+        all_namespaces: bool,
+        /// Only topics starting with this (repeatable), e.g. /tasks/.
+        #[arg(long)]
+        topic: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a container's processes.
+    Top { id: String },
+    /// Show CPU, memory and pids of running containers.
+    Stats {
+        /// Print once instead of every second.
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(long)]
+        json: bool,
+        ids: Vec<String>,
+    },
     /// Stop containers: their stop signal, then SIGKILL after the timeout.
     Stop {
         /// Seconds to wait before SIGKILL.
@@ -210,6 +248,16 @@ impl Client {
             self.ns.clone(),
         )
     }
+    fn events(&self) -> crate::server::pb::events_client::EventsClient<Intercepted> {
+        crate::server::pb::events_client::EventsClient::with_interceptor(
+            self.channel.clone(),
+            self.ns.clone(),
+        )
+    }
+    /// The namespace this client works in.
+    fn namespace(&self) -> &str {
+        self.ns.0.to_str().unwrap_or_default()
+    }
     fn leases(&self) -> crate::server::pb::leases_client::LeasesClient<Intercepted> {
         crate::server::pb::leases_client::LeasesClient::with_interceptor(
             self.channel.clone(),
@@ -261,6 +309,23 @@ pub fn main() -> Result<()> {
                 Command::Run(a) => exit_with(containers::run(&c, *a).await?),
                 Command::Ps(a) => containers::ps(&c, a).await,
                 Command::Exec(a) => exit_with(containers::exec(&c, a).await?),
+                Command::Create(a) => containers::create(&c, *a).await,
+                Command::Start(a) => exit_with(containers::start(&c, a).await?),
+                Command::Attach { interactive, id } => {
+                    exit_with(containers::attach_cmd(&c, &id, interactive).await?)
+                }
+                Command::Inspect { ids } => observe::inspect(&c, ids).await,
+                Command::Events {
+                    all_namespaces,
+                    topic,
+                    json,
+                } => observe::events(&c, all_namespaces, topic, json).await,
+                Command::Top { id } => observe::top(&c, &id).await,
+                Command::Stats {
+                    no_stream,
+                    json,
+                    ids,
+                } => observe::stats(&c, ids, no_stream, json).await,
                 Command::Stop { time, ids } => containers::stop(&c, ids, time).await,
                 Command::Kill { signal, ids } => containers::kill(&c, ids, &signal).await,
                 Command::Rm { force, ids } => containers::rm(&c, ids, force).await,
