@@ -194,13 +194,13 @@ async fn create_container(c: &Client, a: &RunArgs) -> Result<String> {
         args,
         entrypoint,
         entrypoint_set,
-        env: env_entries(&a)?,
+        env: env_entries(a)?,
         cwd: a.workdir.clone().unwrap_or_default(),
         user: a.user.clone().unwrap_or_default(),
         privileged: a.privileged,
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
-        mounts: mounts(&a)?,
+        mounts: mounts(a)?,
         memory_bytes: a
             .memory
             .as_deref()
