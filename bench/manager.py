@@ -83,7 +83,10 @@ CLI_TIMEOUT = 120
 
 
 def log(msg=""):
-    print(msg, flush=True)
+    try:
+        print(msg, flush=True)
+    except OSError:  # stdout gone (a closed pipe): keep going, cleanup matters more
+        pass
 
 
 class Failed(RuntimeError):
@@ -225,6 +228,14 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def rmdir_if_empty(cg):
+    """Removes a cgroup only if it has no children and no tasks."""
+    try:
+        os.rmdir(cg)
+    except OSError:
+        pass
 
 
 def kill_pids(pids, what):
@@ -534,6 +545,13 @@ class Run:
         self.new_parents = [os.path.join(h, t.cgroup_parent()) for h in cgroup_hierarchies()
                             for t in self.tools
                             if not os.path.exists(os.path.join(h, t.cgroup_parent()))]
+        self.cgroups_before = self.all_children()
+        with open(f"{run_dir}/cgroup-parents", "w") as f:
+            f.write("".join(p + "\n" for p in self.new_parents))
+
+    def all_children(self):
+        """Every cgroup under berth/ and bench/, anyone's."""
+        return set(cgroups_with("berth", lambda n: True) + cgroups_with(NS_CTD, lambda n: True))
 
     def cid(self, what):
         return f"{self.token}-{what}"
@@ -577,7 +595,7 @@ class Run:
             log(f"  removed {len(gone)} cgroups of this run "
                 f"({len({os.path.basename(c) for c in gone})} names)")
         for p in self.new_parents:
-            rmdir_cgroup(p)
+            rmdir_if_empty(p)
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.verify()
 
@@ -594,11 +612,16 @@ class Run:
             problems.append(f"mounts: {mounts_under(self.dir)}")
         if self.my_cgroups():
             problems.append(f"cgroups: {self.my_cgroups()}")
-        still = [p for p in self.new_parents if os.path.exists(p)]
+        still = [p for p in self.new_parents if os.path.exists(p) and not any(
+            os.path.isdir(os.path.join(p, n)) for n in os.listdir(p))]
         if still:
             problems.append(f"cgroup parents this run created: {still}")
         if os.path.exists(self.dir):
             problems.append(f"run dir {self.dir}")
+        others = sorted({os.path.relpath(c, CGROOT).split("/", 1)[1]
+                         for c in self.all_children() - self.cgroups_before})
+        if others:
+            log(f"  note: cgroups someone else made during the run (not this run's ids): {others}")
         if problems:
             log("  LEFT OVER: " + "; ".join(problems))
         else:
@@ -626,6 +649,13 @@ def reap_stale(workdir, bin_dir):
         kill_pids(sorted({p for cg in cgs for p in cgroup_procs(cg)}), "stale container processes")
         for cg in cgs:
             rmdir_cgroup(cg)
+        try:
+            with open(f"{run_dir}/cgroup-parents") as f:
+                parents = f.read().split()
+        except OSError:
+            parents = []
+        for cg in parents:
+            rmdir_if_empty(cg)
         for s in sockets:
             if os.path.exists(s):
                 os.unlink(s)

@@ -458,3 +458,134 @@ fn create_start_attach_inspect_top_stats_events() {
         "{topics:?}"
     );
 }
+
+/// A pseudo-terminal the CLI runs on, with what it printed collected.
+struct Pty {
+    master: std::fs::File,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    fn spawn(d: &Daemon, args: &[&str], rows: u16, cols: u16) -> (Pty, std::process::Child) {
+        use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let p = nix::pty::openpty(Some(&ws), None).unwrap();
+        let slave = p.slave.into_raw_fd();
+        // SAFETY: each dup is a fresh fd handed to exactly one Stdio.
+        let (i, o, e) = unsafe {
+            (
+                Stdio::from_raw_fd(libc::dup(slave)),
+                Stdio::from_raw_fd(libc::dup(slave)),
+                Stdio::from_raw_fd(slave),
+            )
+        };
+        let child = d
+            .cmd()
+            .args(args)
+            .stdin(i)
+            .stdout(o)
+            .stderr(e)
+            .spawn()
+            .unwrap();
+        let master = std::fs::File::from(p.master);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut r, s) = (master.try_clone().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut r, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let _ = master.as_raw_fd();
+        (Pty { master, seen }, child)
+    }
+
+    fn type_in(&mut self, s: &[u8]) {
+        std::io::Write::write_all(&mut self.master, s).unwrap();
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned();
+            if text.contains(what) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what:?} never appeared in:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from a live local.
+        assert_eq!(
+            unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+            0
+        );
+    }
+}
+
+#[test]
+fn run_it_is_a_real_terminal_that_resizes_and_detaches() {
+    let (d, _t) = daemon();
+    let (mut pty, mut child) = Pty::spawn(&d, &["run", "-it", "--rm", "busybox", "sh"], 33, 101);
+    // Type only once the container's shell prompts: before that the CLI
+    // may not have made its terminal raw, and the line discipline would
+    // echo and eat keys (^Q is XON) itself.
+    pty.wait_for("/ # ");
+    pty.type_in(b"stty size; tty\r");
+    let out = pty.wait_for("33 101");
+    pty.wait_for("/dev/pts/");
+    assert!(out.contains("33 101"), "{out}");
+    // The window changes: the CLI learns it by SIGWINCH and resizes the
+    // container's terminal.
+    pty.resize(40, 120);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGWINCH,
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pty.type_in(b"stty size\r");
+    pty.wait_for("40 120");
+    // Raw mode here: ^C reaches the container's shell, which survives it.
+    pty.type_in(b"sleep 100\r");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pty.type_in(&[0x03]);
+    pty.type_in(b"echo after-ctrl-c; exit 3\r");
+    pty.wait_for("after-ctrl-c");
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(3));
+
+    // ctrl-p ctrl-q detaches and leaves the container running.
+    let (mut pty, mut child) =
+        Pty::spawn(&d, &["run", "-it", "--name", "bg", "busybox", "sh"], 24, 80);
+    pty.wait_for("/ # ");
+    pty.type_in(b"echo ready\r");
+    pty.wait_for("ready\r\n");
+    pty.type_in(&[0x10, 0x11]);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let ps = d.json(&["ps", "--format", "json"]);
+    assert_eq!(ps[0]["id"], "bg");
+    assert_eq!(ps[0]["status"], "running");
+    d.ok(&["rm", "-f", "bg"]);
+}

@@ -262,11 +262,11 @@ fn is_mount_point(p: &Path) -> bool {
 /// Removes the bundle once its shim is gone. Never while the rootfs is
 /// still mounted: a recursive removal would delete the container's files.
 async fn cleanup_bundle(bundle: &Path) {
-    for _ in 0..100 {
+    for _ in 0..1000 {
         if !bundle.join("shim.pid").exists() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     if is_mount_point(&bundle.join("rootfs")) {
         tracing::warn!(bundle = %bundle.display(), "rootfs still mounted; bundle kept");

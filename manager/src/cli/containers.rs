@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Keep stdin open and forward this terminal's input.
     #[arg(short, long)]
     interactive: bool,
+    /// Give the container a terminal (raw mode here, resized with the
+    /// window; ctrl-p ctrl-q detaches).
+    #[arg(short, long)]
+    tty: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -212,7 +216,7 @@ async fn create_container(c: &Client, a: &RunArgs) -> Result<String> {
         readonly_rootfs: a.read_only,
         network: a.net.clone(),
         hostname: a.hostname.clone().unwrap_or_default(),
-        terminal: false,
+        terminal: a.tty,
         stdin: a.interactive,
     };
     let mut labels = HashMap::new();
@@ -250,11 +254,12 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
         return Err(e);
     }
     if a.detach {
-        start_task(c, &id, false, false, false).await?;
+        start_task(c, &id, false, false, false, false).await?;
         println!("{id}");
         return Ok(0);
     }
-    start_task(c, &id, true, a.interactive, a.rm).await
+    let _raw = (a.tty && a.interactive).then(super::terminal::RawMode::enter);
+    start_task(c, &id, true, a.interactive, a.tty, a.rm).await
 }
 
 async fn create_task(c: &Client, id: &str) -> Result<()> {
@@ -277,6 +282,7 @@ async fn start_task(
     id: &str,
     attached: bool,
     stdin: bool,
+    tty: bool,
     auto_remove: bool,
 ) -> Result<i32> {
     let start = || async {
@@ -292,7 +298,7 @@ async fn start_task(
         start().await?;
         return Ok(0);
     }
-    let output = attach(c, id, "", stdin).await?;
+    let output = attach(c, id, "", stdin, tty).await?;
     let waiter = {
         let mut tasks = c.tasks();
         let id = id.to_owned();
@@ -306,12 +312,14 @@ async fn start_task(
         })
     };
     start().await?;
-    output.await.context("relaying output")??;
+    if output.await.context("relaying output")?? == Outcome::Detached {
+        return Ok(0);
+    }
     let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
     if auto_remove {
         // The daemon removes it; wait for that so `run --rm` leaves nothing
         // behind when it returns.
-        for _ in 0..100 {
+        for _ in 0..1000 {
             if c.containers()
                 .get(pb::GetContainerRequest { id: id.to_owned() })
                 .await
@@ -319,7 +327,7 @@ async fn start_task(
             {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
     Ok(st.exit_status as i32)
@@ -370,7 +378,12 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
             .labels
             .get(crate::container::labels::AUTO_REMOVE)
             .is_some_and(|v| v == "true");
-        code = start_task(c, id, a.attach, a.interactive, auto_remove).await?;
+        let tty = serde_json::from_slice::<serde_json::Value>(&ct.spec)
+            .ok()
+            .and_then(|v| v["process"]["terminal"].as_bool())
+            .unwrap_or(false);
+        let _raw = (a.attach && tty && a.interactive).then(super::terminal::RawMode::enter);
+        code = start_task(c, id, a.attach, a.interactive, tty, auto_remove).await?;
         if !a.attach {
             println!("{id}");
         }
@@ -381,7 +394,15 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
 /// `attach`: the running task's output (and, with -i, our input) until it
 /// exits; returns its exit code.
 pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
-    let output = attach(c, id, "", stdin).await?;
+    let tty = c
+        .tasks()
+        .get(pb::GetTaskRequest { id: id.to_owned() })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .terminal;
+    let _raw = (tty && stdin).then(super::terminal::RawMode::enter);
+    let output = attach(c, id, "", stdin, tty).await?;
     let waiter = {
         let mut tasks = c.tasks();
         let id = id.to_owned();
@@ -394,20 +415,35 @@ pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
                 .await
         })
     };
-    output.await.context("relaying output")??;
+    if output.await.context("relaying output")?? == Outcome::Detached {
+        return Ok(0);
+    }
     let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
     Ok(st.exit_status as i32)
 }
 
 /// Streams the task's stdout and stderr to ours (and, interactive, our
 /// stdin to it) until the process exits.
+/// How an attached session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Exited,
+    /// The user pressed the detach keys: the container runs on.
+    Detached,
+}
+
+/// Streams the task's output to ours and, with `stdin`, our input to it
+/// until the process exits. With `tty` the local terminal is raw, its size
+/// follows the window, and ctrl-p ctrl-q detaches.
 async fn attach(
     c: &Client,
     id: &str,
     exec_id: &str,
     stdin: bool,
-) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    tty: bool,
+) -> Result<tokio::task::JoinHandle<Result<Outcome>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(16);
+    let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
     tx.send(shim::AttachRequest {
         msg: Some(shim::attach_request::Msg::Open(
             shim::attach_request::Open {
@@ -421,10 +457,39 @@ async fn attach(
     })
     .await
     .ok();
+    let resize = |(w, h): (u32, u32)| shim::AttachRequest {
+        msg: Some(shim::attach_request::Msg::Resize(
+            shim::attach_request::Resize {
+                width: w,
+                height: h,
+            },
+        )),
+    };
+    if tty {
+        if let Some(sz) = super::terminal::size() {
+            tx.send(resize(sz)).await.ok();
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let Ok(mut winch) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            else {
+                return;
+            };
+            while winch.recv().await.is_some() {
+                if let Some(sz) = super::terminal::size() {
+                    if tx.send(resize(sz)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
     if stdin {
         let tx = tx.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 32 * 1024];
+            let mut scanner = super::terminal::DetachScanner::default();
             loop {
                 match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
                     Ok(0) | Err(_) => {
@@ -434,12 +499,22 @@ async fn attach(
                         return;
                     }
                     Ok(n) => {
-                        if tx
-                            .blocking_send(shim::AttachRequest {
-                                msg: Some(shim::attach_request::Msg::Stdin(buf[..n].to_vec())),
-                            })
-                            .is_err()
+                        let (data, detach) = if tty {
+                            scanner.feed(&buf[..n])
+                        } else {
+                            (buf[..n].to_vec(), false)
+                        };
+                        if !data.is_empty()
+                            && tx
+                                .blocking_send(shim::AttachRequest {
+                                    msg: Some(shim::attach_request::Msg::Stdin(data)),
+                                })
+                                .is_err()
                         {
+                            return;
+                        }
+                        if detach {
+                            let _ = detach_tx.send(());
                             return;
                         }
                     }
@@ -455,7 +530,23 @@ async fn attach(
         .into_inner();
     Ok(tokio::spawn(async move {
         let _keep_open = tx;
-        while let Some(m) = stream.message().await.map_err(rpc)? {
+        // The receiver must not be polled again once it resolved (its
+        // sender is gone when stdin is not forwarded).
+        let mut detach_open = true;
+        loop {
+            let m = tokio::select! {
+                m = stream.message() => m.map_err(rpc)?,
+                r = &mut detach_rx, if detach_open => match r {
+                    Ok(()) => return Ok(Outcome::Detached),
+                    Err(_) => {
+                        detach_open = false;
+                        continue;
+                    }
+                },
+            };
+            let Some(m) = m else {
+                return Ok(Outcome::Exited);
+            };
             if m.stream == shim::attach_response::Stream::Stderr as i32 {
                 let mut e = std::io::stderr().lock();
                 e.write_all(&m.data)?;
@@ -466,7 +557,6 @@ async fn attach(
                 o.flush()?;
             }
         }
-        Ok(())
     }))
 }
 
@@ -553,7 +643,7 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         })
         .await
         .map_err(rpc)?;
-    let output = attach(c, &id, &exec_id, a.interactive).await?;
+    let output = attach(c, &id, &exec_id, a.interactive, false).await?;
     let waiter = {
         let mut tasks = c.tasks();
         let (id, exec_id) = (id.clone(), exec_id.clone());

@@ -5,6 +5,7 @@ mod containers;
 mod images;
 mod observe;
 mod stores;
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -362,13 +363,14 @@ pub fn main() -> Result<()> {
 }
 
 /// Ends the process with a container's exit code, as `docker run` does.
+/// Exits at once: tasks left on the runtime (a wait a detach made moot, an
+/// open attach stream) must not hold the terminal after the container's
+/// session is over.
 fn exit_with(code: i32) -> Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    if code != 0 {
-        std::process::exit(code);
-    }
-    Ok(())
+    let _ = std::io::stderr().flush();
+    std::process::exit(code);
 }
 
 /// Sizes as people read them.
