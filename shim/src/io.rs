@@ -135,6 +135,9 @@ impl CriLog {
 pub struct Output {
     pub log: Arc<Mutex<CriLog>>,
     pub tx: broadcast::Sender<(Stream, Vec<u8>)>,
+    /// Pumps still reading: at 0 after an exit, every byte has been sent,
+    /// so attach streams can end without waiting out a deadline.
+    pub open: tokio::sync::watch::Sender<usize>,
 }
 
 fn lock(log: &Mutex<CriLog>) -> std::sync::MutexGuard<'_, CriLog> {
@@ -147,7 +150,9 @@ fn lock(log: &Mutex<CriLog>) -> std::sync::MutexGuard<'_, CriLog> {
 /// Copies `fd` into the log and to subscribers until EOF (or EIO from a
 /// pty whose slave closed). Resolves when the stream ends.
 pub fn pump(fd: OwnedFd, stream: Stream, out: Arc<Output>) -> tokio::task::JoinHandle<()> {
+    out.open.send_modify(|n| *n += 1);
     tokio::spawn(async move {
+        let _done = PumpDone(out.clone());
         let Ok(mut rx) = async_reader(fd) else { return };
         let mut buf = vec![0u8; 32 * 1024];
         loop {
@@ -161,6 +166,15 @@ pub fn pump(fd: OwnedFd, stream: Stream, out: Arc<Output>) -> tokio::task::JoinH
         }
         lock(&out.log).close(stream);
     })
+}
+
+/// Counts a pump out when it ends, however it ends.
+struct PumpDone(Arc<Output>);
+
+impl Drop for PumpDone {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// A tokio reader over a pipe or pty fd.

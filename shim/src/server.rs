@@ -39,6 +39,7 @@ type Res<T> = Result<Response<T>, RpcStatus>;
 async fn forward_output(
     mut out: tokio::sync::broadcast::Receiver<(Out, Vec<u8>)>,
     mut exited: tokio::sync::watch::Receiver<Option<crate::reaper::Exit>>,
+    mut open: tokio::sync::watch::Receiver<usize>,
     tx: mpsc::Sender<Result<AttachResponse, RpcStatus>>,
     want_out: bool,
     want_err: bool,
@@ -70,10 +71,20 @@ async fn forward_output(
             r = exited.changed() => done = r.is_err() || exited.borrow().is_some(),
         }
     }
-    // The pumps may still be delivering the last output.
+    // The pumps may still be delivering the last output: forward it until
+    // they have all reached EOF (then drain what they sent), or for at most
+    // 200 ms when something else still holds the output open.
     let deadline = tokio::time::sleep(std::time::Duration::from_millis(200));
     tokio::pin!(deadline);
     loop {
+        if *open.borrow_and_update() == 0 {
+            while let Ok((s, data)) = out.try_recv() {
+                if let Some(m) = to_msg(s, data) {
+                    let _ = tx.send(Ok(m)).await;
+                }
+            }
+            return;
+        }
         tokio::select! {
             chunk = out.recv() => match chunk {
                 Ok((s, data)) => {
@@ -82,6 +93,9 @@ async fn forward_output(
                     }
                 }
                 Err(_) => return,
+            },
+            r = open.changed() => if r.is_err() {
+                return;
             },
             _ = &mut deadline => return,
         }
@@ -202,7 +216,15 @@ impl ShimApi for ShimService {
         let (tx, rx) = mpsc::channel(64);
         let out = p.output.tx.subscribe();
         let exited = p.exited.subscribe();
-        tokio::spawn(forward_output(out, exited, tx, open.stdout, open.stderr));
+        let pumps = p.output.open.subscribe();
+        tokio::spawn(forward_output(
+            out,
+            exited,
+            pumps,
+            tx,
+            open.stdout,
+            open.stderr,
+        ));
         let shim = self.shim.clone();
         let (id, exec_id) = (open.id.clone(), open.exec_id.clone());
         let stdin_ok = open.stdin;

@@ -86,7 +86,11 @@ impl Proc {
             pid: Mutex::new(0),
             status: Mutex::new(Status::Created),
             exited: watch::channel(None).0,
-            output: Arc::new(Output { log, tx }),
+            output: Arc::new(Output {
+                log,
+                tx,
+                open: tokio::sync::watch::Sender::new(0),
+            }),
             stdin: Mutex::new(None),
             master: Mutex::new(None),
             spec,
