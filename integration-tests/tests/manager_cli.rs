@@ -589,3 +589,91 @@ fn run_it_is_a_real_terminal_that_resizes_and_detaches() {
     assert_eq!(ps[0]["status"], "running");
     d.ok(&["rm", "-f", "bg"]);
 }
+
+#[test]
+fn restart_on_failure_is_kept_by_the_daemon_across_its_crash() {
+    let (mut d, t) = daemon();
+    let runs = t.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let log = runs.join("log");
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_lines = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while lines(&log) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} runs, wanted {n}",
+                lines(&log)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let err = d.fails(&["run", "-d", "--restart", "sometimes", "busybox", "true"]);
+    assert!(err.contains("on-failure"), "{err}");
+    let vol = format!("{}:/runs", runs.display());
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "--restart",
+        "on-failure:2",
+        "-v",
+        &vol,
+        "busybox",
+        "sh",
+        "-c",
+        "echo run >> /runs/log; sleep 1; exit 1",
+    ]);
+    // No CLI runs from here on: the daemon restarts it.
+    wait_lines(2);
+    // The daemon dies during the second run, which fails while it is down.
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(lines(&log), 2);
+    d.respawn();
+    // The restarted daemon learns the failure and restarts it once more...
+    wait_lines(3);
+    // ...and never again: on-failure:2 allows two restarts.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(lines(&log), 3, "restarted more than twice");
+    let ps = d.json(&["ps", "-a", "--format", "json"]);
+    assert_eq!(ps[0]["status"], "exited", "{ps}");
+    assert_eq!(ps[0]["exitStatus"], 1);
+    assert_eq!(ps[0]["labels"]["berth.io/restart-count"], "2");
+    d.ok(&["rm", "r"]);
+
+    // `always` restarts even a clean exit, and a stop is final.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--restart",
+        "always",
+        "-v",
+        &vol,
+        "busybox",
+        "sh",
+        "-c",
+        "echo a >> /runs/always; sleep 0.3",
+    ]);
+    let always = runs.join("always");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lines(&always) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "always did not restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.ok(&["stop", "-t", "1", "a"]);
+    let n = lines(&always);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(lines(&always), n, "a stopped container was restarted");
+    d.ok(&["rm", "-f", "a"]);
+}

@@ -59,6 +59,7 @@ pub fn serve(config: Config) -> Result<()> {
             "startup collection"
         );
         let recovered = crate::task::recover(&m).await;
+        crate::restart::resume_pending(&m).await;
         tracing::info!(tasks = recovered, "reconnected to running shims");
         let listener = bind(&socket)?;
         tracing::info!(socket = %socket.display(), root = %m.config.root.display(), "serving");

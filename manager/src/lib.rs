@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod pull;
 pub mod remote;
+pub mod restart;
 pub mod server;
 pub mod snapshot;
 pub mod spec;

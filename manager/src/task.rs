@@ -147,6 +147,9 @@ pub async fn create(
     log_path: &str,
 ) -> Result<pb::Task, TaskError> {
     let rec = container::get(m, ns, id)?;
+    if rec.label(crate::restart::STOPPED) {
+        crate::restart::set_stopped(m, ns, id, false);
+    }
     if m.tasks.exists(ns, id) {
         return Err(TaskError::AlreadyExists(id.to_owned()));
     }
@@ -299,6 +302,8 @@ pub async fn delete(
     Ok(resp)
 }
 
+/// Stops the task on purpose (its restart policy no longer applies until
+/// it is started again).
 pub async fn stop(
     m: &Arc<Manager>,
     ns: &str,
@@ -308,6 +313,7 @@ pub async fn stop(
 ) -> Result<shim::WaitResponse, TaskError> {
     let rec = container::get(m, ns, id)?;
     let client = m.tasks.get(ns, id)?.client;
+    crate::restart::set_stopped(m, ns, id, true);
     let wait = |mut c: ShimClient<Channel>| async move {
         c.wait(shim::WaitRequest {
             id: id.to_owned(),
@@ -388,14 +394,17 @@ fn spawn_forwarder(m: Arc<Manager>, ns: String, id: String, h: Handle) {
                 if e.namespace.is_empty() {
                     e.namespace = ns.clone();
                 }
-                let init_exit =
-                    matches!(&e.event, Some(Event::TaskExit(x)) if x.exec_id.is_empty());
+                let init_exit = match &e.event {
+                    Some(Event::TaskExit(x)) if x.exec_id.is_empty() => Some(x.exit_status),
+                    _ => None,
+                };
                 m.events.publish(e);
                 if h.bundle.exists() {
                     write_seq(&h.bundle, after);
                 }
-                if init_exit {
+                if let Some(status) = init_exit {
                     auto_remove(&m, &ns, &id).await;
+                    crate::restart::on_exit(&m, &ns, &id, status).await;
                 }
             }
             // The stream ends when the shim exits (after delete) or breaks;

@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// Hostname inside the container.
     #[arg(long)]
     hostname: Option<String>,
+    /// Restart policy, kept by the daemon: no, on-failure[:N] or always.
+    #[arg(long, default_value = "no")]
+    restart: String,
     /// Image, then the command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     image_and_args: Vec<String>,
@@ -220,6 +223,18 @@ async fn create_container(c: &Client, a: &RunArgs) -> Result<String> {
         stdin: a.interactive,
     };
     let mut labels = HashMap::new();
+    if crate::restart::Policy::parse(&a.restart).is_none() {
+        bail!(
+            "--restart {:?}: use no, on-failure, on-failure:N or always",
+            a.restart
+        );
+    }
+    if a.restart != "no" {
+        if a.rm {
+            bail!("--restart and --rm cannot be used together");
+        }
+        labels.insert(crate::restart::POLICY.to_owned(), a.restart.clone());
+    }
     if a.rm {
         labels.insert(
             crate::container::labels::AUTO_REMOVE.to_owned(),

@@ -94,7 +94,13 @@ impl pb::tasks_server::Tasks for Service {
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 
+    /// A signal to the init from a client is a decision about the
+    /// container: its restart policy stands down until it is started again.
     async fn kill(&self, req: Request<shim::KillRequest>) -> Result<Empty, Status> {
+        let ns = namespace(&req)?;
+        if req.get_ref().exec_id.is_empty() {
+            crate::restart::set_stopped(&self.0, &ns, &req.get_ref().id, true);
+        }
         forward!(self, req, kill)
     }
 

@@ -1,0 +1,193 @@
+//! Restart policies (`--restart`), kept by the daemon: a container whose
+//! task exits is started again as its policy says, also when the exit
+//! happened while the daemon was down (the shim's journal replays it).
+//!
+//! The count is recorded, with a "pending" mark, before the old task is
+//! deleted; a daemon that dies between the two finds the mark at startup
+//! and finishes the restart, so a restart is neither lost nor repeated.
+
+use std::sync::Arc;
+
+use berth_proto::shim::v1 as shim;
+
+use crate::container::{self, ContainerError, ContainerRecord};
+use crate::metadata::{key, Table};
+use crate::task::{self, TaskError};
+use crate::Manager;
+
+pub const POLICY: &str = "berth.io/restart";
+pub const COUNT: &str = "berth.io/restart-count";
+pub const PENDING: &str = "berth.io/restart-pending";
+/// Set by Stop: a container stopped on purpose is not restarted.
+pub const STOPPED: &str = "berth.io/stopped";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    No,
+    OnFailure(Option<u32>),
+    Always,
+}
+
+impl Policy {
+    /// `no`, `always`, `on-failure` or `on-failure:N`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "no" => Some(Policy::No),
+            "always" => Some(Policy::Always),
+            "on-failure" => Some(Policy::OnFailure(None)),
+            _ => s
+                .strip_prefix("on-failure:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| Policy::OnFailure(Some(n))),
+        }
+    }
+
+    fn wants(self, exit_status: u32, count: u32) -> bool {
+        match self {
+            Policy::No => false,
+            Policy::Always => true,
+            Policy::OnFailure(max) => exit_status != 0 && max.is_none_or(|m| count < m),
+        }
+    }
+}
+
+fn policy(rec: &ContainerRecord) -> Policy {
+    rec.labels
+        .get(POLICY)
+        .and_then(|p| Policy::parse(p))
+        .unwrap_or(Policy::No)
+}
+
+fn count(rec: &ContainerRecord) -> u32 {
+    rec.labels
+        .get(COUNT)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn update_labels(
+    m: &Manager,
+    ns: &str,
+    id: &str,
+    f: impl FnOnce(&mut ContainerRecord),
+) -> Result<(), ContainerError> {
+    m.meta.write(|tx| -> Result<(), ContainerError> {
+        let k = key(ns, id);
+        let mut rec: ContainerRecord = tx
+            .get(Table::Containers, &k)?
+            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
+        f(&mut rec);
+        rec.updated = chrono::Utc::now().timestamp();
+        tx.put(Table::Containers, &k, &rec)?;
+        Ok(())
+    })
+}
+
+/// Marks (or unmarks) a container as stopped on purpose.
+pub fn set_stopped(m: &Manager, ns: &str, id: &str, stopped: bool) {
+    let _ = update_labels(m, ns, id, |r| {
+        if stopped {
+            r.labels.insert(STOPPED.into(), "true".into());
+        } else {
+            r.labels.remove(STOPPED);
+        }
+    });
+}
+
+/// Called for every exit of a container's init: restarts it if its policy
+/// says so.
+pub async fn on_exit(m: &Arc<Manager>, ns: &str, id: &str, exit_status: u32) {
+    let Ok(rec) = container::get(m, ns, id) else {
+        return;
+    };
+    if rec.label(STOPPED) || !policy(&rec).wants(exit_status, count(&rec)) {
+        return;
+    }
+    let n = count(&rec) + 1;
+    if update_labels(m, ns, id, |r| {
+        r.labels.insert(COUNT.into(), n.to_string());
+        r.labels.insert(PENDING.into(), "true".into());
+    })
+    .is_err()
+    {
+        return;
+    }
+    let m = m.clone();
+    let (ns, id) = (ns.to_owned(), id.to_owned());
+    // Off the event forwarder: deleting the task ends the stream it reads.
+    tokio::spawn(async move {
+        tracing::info!(namespace = %ns, container = %id, restart = n, "restarting after exit {exit_status}");
+        if let Err(e) = restart(&m, &ns, &id).await {
+            tracing::warn!(namespace = %ns, container = %id, error = %e, "restart failed");
+        }
+    });
+}
+
+async fn restart(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> {
+    match task::delete(
+        m,
+        ns,
+        shim::DeleteRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        },
+    )
+    .await
+    {
+        Ok(_) | Err(TaskError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let t = task::create(m, ns, id, "").await?;
+    let h = m.tasks.get(ns, id)?;
+    h.client
+        .clone()
+        .start(shim::StartRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(TaskError::Shim)?;
+    let _ = t;
+    update_labels(m, ns, id, |r| {
+        r.labels.remove(PENDING);
+    })?;
+    Ok(())
+}
+
+/// At startup, after the tasks were recovered: finishes restarts a crash
+/// interrupted (the count was recorded, the new task not started).
+pub async fn resume_pending(m: &Arc<Manager>) {
+    let Ok(all) = m.meta.list::<ContainerRecord>(Table::Containers, "") else {
+        return;
+    };
+    for (k, rec) in all {
+        let Some((ns, _)) = k.split_once('/') else {
+            continue;
+        };
+        if rec.label(PENDING) && !m.tasks.exists(ns, &rec.id) {
+            if let Err(e) = restart(m, ns, &rec.id).await {
+                tracing::warn!(namespace = %ns, container = %rec.id, error = %e, "resuming a restart");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_decide() {
+        assert_eq!(
+            Policy::parse("on-failure:2"),
+            Some(Policy::OnFailure(Some(2)))
+        );
+        assert_eq!(Policy::parse("always"), Some(Policy::Always));
+        assert_eq!(Policy::parse("sometimes"), None);
+        assert_eq!(Policy::parse("on-failure:x"), None);
+        let p = Policy::OnFailure(Some(2));
+        assert!(p.wants(1, 0) && p.wants(1, 1) && !p.wants(1, 2) && !p.wants(0, 0));
+        assert!(Policy::Always.wants(0, 100));
+        assert!(!Policy::No.wants(1, 0));
+    }
+}
