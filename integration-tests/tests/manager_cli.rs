@@ -677,3 +677,46 @@ fn restart_on_failure_is_kept_by_the_daemon_across_its_crash() {
     assert_eq!(lines(&always), n, "a stopped container was restarted");
     d.ok(&["rm", "-f", "a"]);
 }
+
+#[test]
+fn interactive_input_reaches_run_and_exec() {
+    let (d, _t) = daemon();
+    // -i without a terminal: stdin is piped through, EOF closes it.
+    let mut child = d
+        .cmd()
+        .args([
+            "run",
+            "-i",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\ndone\n");
+
+    d.ok(&["run", "-d", "--name", "x", "busybox", "sleep", "1000"]);
+    let err = d.fails(&["exec", "-it", "x", "sh"]);
+    assert!(err.contains("not supported yet"), "{err}");
+    let mut child = d
+        .cmd()
+        .args(["exec", "-i", "x", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"through exec\n").unwrap();
+    drop(child.stdin.take());
+    assert_eq!(
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout),
+        "through exec\n"
+    );
+    d.ok(&["rm", "-f", "x"]);
+}

@@ -313,7 +313,7 @@ async fn start_task(
         start().await?;
         return Ok(0);
     }
-    let output = attach(c, id, "", stdin, tty).await?;
+    let (output, started) = attach(c, id, "", stdin, tty).await?;
     let waiter = {
         let mut tasks = c.tasks();
         let id = id.to_owned();
@@ -327,6 +327,7 @@ async fn start_task(
         })
     };
     start().await?;
+    let _ = started.send(());
     if output.await.context("relaying output")?? == Outcome::Detached {
         return Ok(0);
     }
@@ -417,7 +418,8 @@ pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
         .into_inner()
         .terminal;
     let _raw = (tty && stdin).then(super::terminal::RawMode::enter);
-    let output = attach(c, id, "", stdin, tty).await?;
+    let (output, started) = attach(c, id, "", stdin, tty).await?;
+    let _ = started.send(());
     let waiter = {
         let mut tasks = c.tasks();
         let id = id.to_owned();
@@ -456,8 +458,14 @@ async fn attach(
     exec_id: &str,
     stdin: bool,
     tty: bool,
-) -> Result<tokio::task::JoinHandle<Result<Outcome>>> {
+) -> Result<(
+    tokio::task::JoinHandle<Result<Outcome>>,
+    std::sync::mpsc::Sender<()>,
+)> {
     let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(16);
+    // Input waits for the process to be started: an exec's stdin exists
+    // only from its start on, and the shim drops input it cannot deliver.
+    let (started, gate) = std::sync::mpsc::channel::<()>();
     let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
     tx.send(shim::AttachRequest {
         msg: Some(shim::attach_request::Msg::Open(
@@ -503,6 +511,9 @@ async fn attach(
     if stdin {
         let tx = tx.clone();
         std::thread::spawn(move || {
+            if gate.recv().is_err() {
+                return;
+            }
             let mut buf = vec![0u8; 32 * 1024];
             let mut scanner = super::terminal::DetachScanner::default();
             loop {
@@ -543,36 +554,39 @@ async fn attach(
         .await
         .map_err(rpc)?
         .into_inner();
-    Ok(tokio::spawn(async move {
-        let _keep_open = tx;
-        // The receiver must not be polled again once it resolved (its
-        // sender is gone when stdin is not forwarded).
-        let mut detach_open = true;
-        loop {
-            let m = tokio::select! {
-                m = stream.message() => m.map_err(rpc)?,
-                r = &mut detach_rx, if detach_open => match r {
-                    Ok(()) => return Ok(Outcome::Detached),
-                    Err(_) => {
-                        detach_open = false;
-                        continue;
-                    }
-                },
-            };
-            let Some(m) = m else {
-                return Ok(Outcome::Exited);
-            };
-            if m.stream == shim::attach_response::Stream::Stderr as i32 {
-                let mut e = std::io::stderr().lock();
-                e.write_all(&m.data)?;
-                e.flush()?;
-            } else {
-                let mut o = std::io::stdout().lock();
-                o.write_all(&m.data)?;
-                o.flush()?;
+    Ok((
+        tokio::spawn(async move {
+            let _keep_open = tx;
+            // The receiver must not be polled again once it resolved (its
+            // sender is gone when stdin is not forwarded).
+            let mut detach_open = true;
+            loop {
+                let m = tokio::select! {
+                    m = stream.message() => m.map_err(rpc)?,
+                    r = &mut detach_rx, if detach_open => match r {
+                        Ok(()) => return Ok(Outcome::Detached),
+                        Err(_) => {
+                            detach_open = false;
+                            continue;
+                        }
+                    },
+                };
+                let Some(m) = m else {
+                    return Ok(Outcome::Exited);
+                };
+                if m.stream == shim::attach_response::Stream::Stderr as i32 {
+                    let mut e = std::io::stderr().lock();
+                    e.write_all(&m.data)?;
+                    e.flush()?;
+                } else {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&m.data)?;
+                    o.flush()?;
+                }
             }
-        }
-    }))
+        }),
+        started,
+    ))
 }
 
 #[derive(Debug, clap::Args)]
@@ -583,6 +597,10 @@ pub struct ExecArgs {
     /// Keep stdin open and forward this terminal's input.
     #[arg(short, long)]
     interactive: bool,
+    /// Give the process a terminal: not supported yet (the shim's exec pty
+    /// does not take input); refused rather than half working.
+    #[arg(short, long)]
+    tty: bool,
     /// Add or replace an environment variable (KEY=VALUE).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -601,6 +619,9 @@ pub struct ExecArgs {
 /// settings (capabilities, rlimits, env) with the command and the options
 /// applied, as `docker exec` does.
 pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
+    if a.tty {
+        bail!("exec -t is not supported yet: use exec -i without -t, or run -it");
+    }
     let id = a.id_and_args[0].clone();
     let ct = c
         .containers()
@@ -612,7 +633,7 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         serde_json::from_slice(&ct.spec).context("the container's spec")?;
     let mut process = spec["process"].clone();
     process["args"] = json!(a.id_and_args[1..]);
-    process["terminal"] = json!(false);
+    process["terminal"] = json!(a.tty);
     let mut env: Vec<String> = process["env"]
         .as_array()
         .map(|v| {
@@ -652,13 +673,14 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         .exec(shim::ExecRequest {
             id: id.clone(),
             exec_id: exec_id.clone(),
-            terminal: false,
+            terminal: a.tty,
             stdin: a.interactive,
             process_json: serde_json::to_vec(&process)?,
         })
         .await
         .map_err(rpc)?;
-    let output = attach(c, &id, &exec_id, a.interactive, false).await?;
+    let _raw = (a.tty && a.interactive).then(super::terminal::RawMode::enter);
+    let (output, started) = attach(c, &id, &exec_id, a.interactive, a.tty).await?;
     let waiter = {
         let mut tasks = c.tasks();
         let (id, exec_id) = (id.clone(), exec_id.clone());
@@ -671,7 +693,10 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         })
         .await
         .map_err(rpc)?;
-    output.await.context("relaying output")??;
+    let _ = started.send(());
+    if output.await.context("relaying output")?? == Outcome::Detached {
+        return Ok(0);
+    }
     let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
     let _ = c.tasks().delete(shim::DeleteRequest { id, exec_id }).await;
     Ok(st.exit_status as i32)
