@@ -71,6 +71,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import Daemons, Failed, host_busy, host_ticks, log, mounts_under, unmount_under, wait_until  # noqa: E402
+
 NS_CTD = "bench"          # containerd namespace (cgroups bench/ID)
 NS_BERTH = "default"      # berth namespace (cgroups berth/default-ID)
 BERTH_REF = "busybox"     # resolves to docker.io/library/busybox:latest
@@ -82,29 +86,9 @@ CTD_SHIM_SOCKETS = "/run/containerd/s"
 CLI_TIMEOUT = 120
 
 
-def log(msg=""):
-    try:
-        print(msg, flush=True)
-    except OSError:  # stdout gone (a closed pipe): keep going, cleanup matters more
-        pass
-
-
-class Failed(RuntimeError):
-    def __init__(self, tool, msg):
-        super().__init__(msg)
-        self.tool = tool
-
-
 def run(argv, check=True, timeout=CLI_TIMEOUT, tool=None, **kw):
-    """Runs argv quietly; on failure raises with its output."""
-    try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as e:
-        raise Failed(tool, f"{' '.join(argv)} did not finish in {timeout}s") from e
-    if check and p.returncode != 0:
-        raise Failed(tool, f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
-    return p
+    """common.run with this driver's default timeout for CLI calls."""
+    return common.run(argv, check=check, timeout=timeout, tool=tool, **kw)
 
 
 # --- /proc, mounts, cgroups --------------------------------------------------
@@ -146,26 +130,6 @@ def mem_sum(pids):
         rss += m["Rss"]
         pss += m["Pss"]
     return {"n": len(pids), "rss_kb": rss, "pss_kb": pss}
-
-
-def mounts_under(path):
-    """Mount points at or under path in this mount namespace, deepest first."""
-    out = []
-    prefix = path.rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
-            if mp == path or mp.startswith(prefix):
-                out.append(mp)
-    return sorted(out, key=len, reverse=True)
-
-
-def unmount_under(path):
-    left = mounts_under(path)
-    for mp in left:
-        if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mp], capture_output=True)
-    return left
 
 
 def cgroup_hierarchies():
@@ -252,82 +216,10 @@ def kill_pids(pids, what):
         log(f"  note: {what} {pids} still there 5 s after SIGKILL")
 
 
-def host_ticks():
-    """(all jiffies, busy jiffies) summed over CPUs since boot."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    total = sum(v[:8])  # guest time is already counted in user
-    return total, total - v[3] - v[4]
-
-
-def host_busy(seconds=2.0):
-    """Fraction of all CPUs busy (anything but idle and iowait) over a sample."""
-    t0, b0 = host_ticks()
-    time.sleep(seconds)
-    t1, b1 = host_ticks()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
 # --- daemons -----------------------------------------------------------------
-
-class Daemons:
-    """Background processes, each in its own session (a Ctrl-C does not reach
-    them: they are stopped here, in order), with a pid file for reap_stale."""
-
-    def __init__(self, run_dir):
-        self.run_dir = run_dir
-        self.procs = []
-        os.makedirs(f"{run_dir}/pids", exist_ok=True)
-
-    def start(self, name, argv, env=None):
-        logf = open(f"{self.run_dir}/{name}.log", "ab")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                             start_new_session=True, env=env)
-        logf.close()
-        with open(f"{self.run_dir}/pids/{name}", "w") as f:
-            f.write(str(p.pid))
-        self.procs.append((name, p))
-        return p
-
-    def check(self, name, p):
-        if p.poll() is not None:
-            raise Failed(name, f"{name} exited ({p.returncode}):\n{self.log_tail(name)}")
-
-    def log_tail(self, name, n=30):
-        try:
-            with open(f"{self.run_dir}/{name}.log", errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop_all(self, grace=10):
-        for name, p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(grace)
-                except subprocess.TimeoutExpired:
-                    log(f"  note: {name} ignored SIGTERM for {grace}s: killing it")
-                    p.kill()
-                    p.wait()
-        self.procs = []
-
-
-def wait_until(what, cond, d, name, proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d.check(name, proc)
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.05)
-    raise Failed(name, f"{what} not ready after {timeout}s:\n{d.log_tail(name)}")
-
 
 class Berth:
     name = "berth"

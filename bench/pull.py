@@ -72,22 +72,11 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bigimage  # noqa: E402
+from common import Daemons, host_busy, log, mounts_under, run, unmount_under, wait_until  # noqa: E402
 
 NS = "bench"
 REPO = "bench/big"
 SNAPSHOTTER = "overlayfs"
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def run(argv, check=True, **kw):
-    """Runs argv quietly; on failure raises with its output."""
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kw)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
-    return p
 
 
 def free_port():
@@ -108,27 +97,6 @@ def tree_bytes(path):
             if not os.path.islink(os.path.join(d, f)):
                 total += st.st_size
     return total
-
-
-def mounts_under(path):
-    """Mount points at or under path in this mount namespace, deepest first."""
-    out = []
-    prefix = path.rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4]
-            mp = mp.encode().decode("unicode_escape")  # \040 and friends
-            if mp == path or mp.startswith(prefix):
-                out.append(mp)
-    return sorted(out, key=len, reverse=True)
-
-
-def unmount_under(path):
-    left = mounts_under(path)
-    for mp in left:
-        if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mp], capture_output=True)
-    return left
 
 
 def loops_under(path):
@@ -187,76 +155,6 @@ def reap_stale(workdir):
         if left:
             log(f"detached stale loop devices {left} of {run_dir}")
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-class Daemons:
-    """Background processes, each in its own session (a Ctrl-C does not reach
-    them: they are stopped here, in order), with a pid file for reap_stale."""
-
-    def __init__(self, run_dir):
-        self.run_dir = run_dir
-        self.procs = []  # (name, Popen)
-        os.makedirs(f"{run_dir}/pids", exist_ok=True)
-
-    def start(self, name, argv, env=None):
-        # Appended to: a daemon restarted each round keeps one log.
-        logf = open(f"{self.run_dir}/{name}.log", "ab")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                             start_new_session=True, env=env)
-        logf.close()
-        with open(f"{self.run_dir}/pids/{name}", "w") as f:
-            f.write(str(p.pid))
-        self.procs.append((name, p))
-        return p
-
-    def check(self, name, p):
-        if p.poll() is not None:
-            raise RuntimeError(f"{name} exited ({p.returncode}):\n{self.log_tail(name)}")
-
-    def log_tail(self, name, n=30):
-        try:
-            with open(f"{self.run_dir}/{name}.log", errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, name, p, grace=10):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                log(f"{name} ignored SIGTERM for {grace}s: killing it")
-                p.kill()
-                p.wait()
-        try:
-            os.unlink(f"{self.run_dir}/pids/{name}")
-        except OSError:
-            pass
-
-    def stop_named(self, name):
-        for n, p in list(self.procs):
-            if n == name:
-                self.stop(n, p)
-                self.procs.remove((n, p))
-
-    def stop_all(self):
-        for name, p in reversed(self.procs):
-            self.stop(name, p)
-        self.procs = []
-
-
-def wait_until(what, cond, daemons, name, proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        daemons.check(name, proc)
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} not ready after {timeout}s:\n{daemons.log_tail(name)}")
 
 
 def start_registry(d, run_dir):
@@ -529,18 +427,6 @@ def proc_cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def host_busy(seconds=2.0):
-    """Fraction of all CPUs busy (anything but idle and iowait) over a sample."""
-    def ticks():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]
-    t0, i0 = ticks()
-    time.sleep(seconds)
-    t1, i1 = ticks()
-    return 1 - (i1 - i0) / max(1, t1 - t0)
 
 
 def children_cpu():

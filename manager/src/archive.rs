@@ -40,7 +40,7 @@ use crate::namespace::{self, NamespaceError};
 use crate::pull::{self, PullError};
 use crate::remote::{self, RemoteError};
 use crate::snapshot::{Driver, SnapshotError};
-use crate::unpack::{self, LayerSource, Target, UnpackError};
+use crate::unpack::UnpackError;
 use crate::Manager;
 
 /// Largest JSON document (index, manifest, config) read into memory.
@@ -1074,42 +1074,10 @@ pub(crate) async fn unpack_stored(
             continue;
         }
         let parent = i.checked_sub(1).map(|p| chain[p].as_str());
-        let file = m.content.open_blob(&Digest::parse(&layer.digest)?)?;
-        let k = format!("extract-{lease_id}-{}", chain[i]);
-        let dir = {
-            let _g = m.gc_lock.read().await;
-            let dir = m.snapshots.prepare_extraction(ns, driver, &k, parent)?;
-            m.meta.write(|tx| {
-                lease::add_in(tx, ns, lease_id, Resource::snapshot(driver.name(), &k))
-            })?;
-            dir
-        };
-        let t = Target {
-            dir,
-            whiteouts: driver.whiteouts(),
-            diff_id: diff_id.clone(),
-        };
-        let name = layer.digest.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            unpack::run(&name, LayerSource::stored(file), Some(&t))
-        })
-        .await
-        .map_err(|e| ArchiveError::Internal(e.to_string()))
-        .and_then(|r| r.map_err(ArchiveError::from));
-        if let Err(e) = r {
-            let _ = m.snapshots.remove(ns, driver, &k);
-            return Err(e);
-        }
-        match m
-            .snapshots
-            .commit(ns, driver, &chain[i], &k, Default::default())
-        {
-            Ok(()) => {}
-            // A pull or another load committed the same layer first: keep
-            // theirs.
-            Err(SnapshotError::AlreadyExists(_)) => m.snapshots.remove(ns, driver, &k)?,
-            Err(e) => return Err(e.into()),
-        }
+        crate::pull::unpack_stored_layer(
+            m, ns, lease_id, driver, layer, diff_id, &chain[i], parent,
+        )
+        .await?;
     }
     Ok(())
 }

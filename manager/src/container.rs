@@ -175,15 +175,6 @@ fn with_mounted<T>(
     Ok(out)
 }
 
-fn lookup_image(m: &Manager, ns: &str, name: &str) -> Result<ImageRecord, ContainerError> {
-    let full = crate::remote::parse_reference(name)
-        .map(|r| crate::remote::canonical_name(&r))
-        .unwrap_or_else(|_| name.to_owned());
-    m.meta
-        .get::<ImageRecord>(Table::Images, &key(ns, &full))?
-        .ok_or_else(|| ImageError::NotFound(name.to_owned()).into())
-}
-
 fn write_etc(dir: &Path, hostname: &str, own_netns: bool) -> Result<(), ContainerError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let hosts = if own_netns {
@@ -231,7 +222,8 @@ pub async fn create(
     } else {
         &req.snapshotter
     })?;
-    let img = lookup_image(m, ns, &req.image)?;
+    let img = image::find(&m.meta, ns, &req.image)?
+        .ok_or_else(|| ImageError::NotFound(req.image.clone()))?;
     let resolved = image::resolve_local(&m.content, &img.target, &Platform::host())?;
     let top = image::chain_ids(&resolved.diff_ids).last().cloned();
     if let Some(t) = &top {

@@ -264,19 +264,8 @@ async fn pull_under_lease(
         let mut target = None;
         if stream_unpack && !m.snapshots.exists(ns, driver, &chain[i])? {
             let k = format!("extract-{lease_id}-{}", chain[i]);
-            let dir = {
-                let _g = m.gc_lock.read().await;
-                let parent = if i > 0 {
-                    Some(chain[i - 1].as_str())
-                } else {
-                    None
-                };
-                let dir = m.snapshots.prepare_extraction(ns, driver, &k, parent)?;
-                m.meta.write(|tx| {
-                    lease::add_in(tx, ns, lease_id, Resource::snapshot(driver.name(), &k))
-                })?;
-                dir
-            };
+            let parent = i.checked_sub(1).map(|p| chain[p].as_str());
+            let dir = hold_extraction(m, ns, lease_id, driver, &k, parent).await?;
             extraction[i] = Some(k);
             target = Some(Target {
                 dir,
@@ -336,38 +325,20 @@ async fn pull_under_lease(
             match &extraction[i] {
                 Some(k) => commit_layer(m, ns, driver, &chain[i], k)?,
                 None if m.snapshots.exists(ns, driver, &chain[i])? => {}
+                // The copying snapshotter (or a stored blob): unpack now,
+                // on top of the committed parent.
                 None => {
-                    // The copying snapshotter (or a stored blob): unpack now,
-                    // on top of the committed parent.
-                    let k = format!("extract-{lease_id}-{}", chain[i]);
-                    let dir = {
-                        let _g = m.gc_lock.read().await;
-                        let dir = m.snapshots.prepare_extraction(ns, driver, &k, parent)?;
-                        m.meta.write(|tx| {
-                            lease::add_in(tx, ns, lease_id, Resource::snapshot(driver.name(), &k))
-                        })?;
-                        dir
-                    };
-                    let file = m
-                        .content
-                        .open_blob(&Digest::parse(&man.layers[i].digest)?)?;
-                    let t = Target {
-                        dir,
-                        whiteouts: driver.whiteouts(),
-                        diff_id: diff_ids[i].clone(),
-                    };
-                    let layer = man.layers[i].digest.clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        unpack::run(&layer, LayerSource::stored(file), Some(&t))
-                    })
-                    .await
-                    .map_err(|e| PullError::Internal(e.to_string()))?;
-                    if let Err(e) = r {
-                        let _ = m.snapshots.remove(ns, driver, &k);
-                        return Err(e.into());
-                    }
-                    m.snapshots.sync()?;
-                    commit_layer(m, ns, driver, &chain[i], &k)?;
+                    unpack_stored_layer(
+                        m,
+                        ns,
+                        lease_id,
+                        driver,
+                        &man.layers[i],
+                        &diff_ids[i],
+                        &chain[i],
+                        parent,
+                    )
+                    .await?
                 }
             }
         }
@@ -400,6 +371,58 @@ async fn pull_under_lease(
         ),
     );
     Ok(rec)
+}
+
+/// An extraction snapshot for layer key `k`, held by the operation's lease
+/// from the moment it exists.
+pub(crate) async fn hold_extraction(
+    m: &Manager,
+    ns: &str,
+    lease_id: &str,
+    driver: Driver,
+    k: &str,
+    parent: Option<&str>,
+) -> Result<std::path::PathBuf, PullError> {
+    let _g = m.gc_lock.read().await;
+    let dir = m.snapshots.prepare_extraction(ns, driver, k, parent)?;
+    m.meta
+        .write(|tx| lease::add_in(tx, ns, lease_id, Resource::snapshot(driver.name(), k)))?;
+    Ok(dir)
+}
+
+/// Unpacks a layer already in the content store on top of its committed
+/// parent and commits it as `chain` (after a syncfs: commits are durable).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn unpack_stored_layer(
+    m: &Manager,
+    ns: &str,
+    lease_id: &str,
+    driver: Driver,
+    layer: &Desc,
+    diff_id: &str,
+    chain: &str,
+    parent: Option<&str>,
+) -> Result<(), PullError> {
+    let k = format!("extract-{lease_id}-{chain}");
+    let dir = hold_extraction(m, ns, lease_id, driver, &k, parent).await?;
+    let file = m.content.open_blob(&Digest::parse(&layer.digest)?)?;
+    let t = Target {
+        dir,
+        whiteouts: driver.whiteouts(),
+        diff_id: diff_id.to_owned(),
+    };
+    let name = layer.digest.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        unpack::run(&name, LayerSource::stored(file), Some(&t))
+    })
+    .await
+    .map_err(|e| PullError::Internal(e.to_string()))?;
+    if let Err(e) = r {
+        let _ = m.snapshots.remove(ns, driver, &k);
+        return Err(e.into());
+    }
+    m.snapshots.sync()?;
+    commit_layer(m, ns, driver, chain, &k)
 }
 
 fn commit_layer(

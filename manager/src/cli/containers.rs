@@ -314,18 +314,7 @@ async fn start_task(
         return Ok(0);
     }
     let (output, started) = attach(c, id, "", stdin, tty).await?;
-    let waiter = {
-        let mut tasks = c.tasks();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tasks
-                .wait(shim::WaitRequest {
-                    id,
-                    exec_id: String::new(),
-                })
-                .await
-        })
-    };
+    let waiter = spawn_wait(c, id, "");
     start().await?;
     let _ = started.send(());
     if output.await.context("relaying output")?? == Outcome::Detached {
@@ -420,18 +409,7 @@ pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
     let _raw = (tty && stdin).then(super::terminal::RawMode::enter);
     let (output, started) = attach(c, id, "", stdin, tty).await?;
     let _ = started.send(());
-    let waiter = {
-        let mut tasks = c.tasks();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tasks
-                .wait(shim::WaitRequest {
-                    id,
-                    exec_id: String::new(),
-                })
-                .await
-        })
-    };
+    let waiter = spawn_wait(c, id, "");
     if output.await.context("relaying output")?? == Outcome::Detached {
         return Ok(0);
     }
@@ -441,6 +419,35 @@ pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
 
 /// Streams the task's stdout and stderr to ours (and, interactive, our
 /// stdin to it) until the process exits.
+/// Waits for a process's exit in the background (issued before a start, so
+/// the status is ours whatever happens to the task afterwards).
+fn spawn_wait(
+    c: &Client,
+    id: &str,
+    exec_id: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<shim::WaitResponse>, tonic::Status>> {
+    let mut tasks = c.tasks();
+    let req = shim::WaitRequest {
+        id: id.to_owned(),
+        exec_id: exec_id.to_owned(),
+    };
+    tokio::spawn(async move { tasks.wait(req).await })
+}
+
+/// Signals a container's init (`all`: every process in it).
+async fn send_signal(c: &Client, id: &str, signal: u32, all: bool) -> Result<()> {
+    c.tasks()
+        .kill(shim::KillRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+            signal,
+            all,
+        })
+        .await
+        .map_err(rpc)?;
+    Ok(())
+}
+
 /// How an attached session ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -681,11 +688,7 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         .map_err(rpc)?;
     let _raw = (a.tty && a.interactive).then(super::terminal::RawMode::enter);
     let (output, started) = attach(c, &id, &exec_id, a.interactive, a.tty).await?;
-    let waiter = {
-        let mut tasks = c.tasks();
-        let (id, exec_id) = (id.clone(), exec_id.clone());
-        tokio::spawn(async move { tasks.wait(shim::WaitRequest { id, exec_id }).await })
-    };
+    let waiter = spawn_wait(c, &id, &exec_id);
     c.tasks()
         .start(shim::StartRequest {
             id: id.clone(),
@@ -836,15 +839,9 @@ pub async fn kill(c: &Client, ids: Vec<String>, signal: &str) -> Result<()> {
         bail!("-s {signal:?}: not a signal name or number (e.g. TERM, SIGKILL, 9)");
     };
     for id in ids {
-        c.tasks()
-            .kill(shim::KillRequest {
-                id: id.clone(),
-                exec_id: String::new(),
-                signal: sig,
-                all: false,
-            })
+        send_signal(c, &id, sig, false)
             .await
-            .map_err(|e| rpc(e).context(format!("killing {id}")))?;
+            .with_context(|| format!("killing {id}"))?;
         println!("{id}");
     }
     Ok(())
@@ -862,21 +859,10 @@ pub async fn rm(c: &Client, ids: Vec<String>, force: bool) -> Result<()> {
                     if !force {
                         bail!("container {id} is running: stop it first or use rm -f");
                     }
-                    c.tasks()
-                        .kill(shim::KillRequest {
-                            id: id.clone(),
-                            exec_id: String::new(),
-                            signal: 9,
-                            all: true,
-                        })
+                    send_signal(c, &id, 9, true).await?;
+                    spawn_wait(c, &id, "")
                         .await
-                        .map_err(rpc)?;
-                    c.tasks()
-                        .wait(shim::WaitRequest {
-                            id: id.clone(),
-                            exec_id: String::new(),
-                        })
-                        .await
+                        .context("waiting")?
                         .map_err(rpc)?;
                 }
                 c.tasks()
@@ -911,13 +897,9 @@ pub async fn rm(c: &Client, ids: Vec<String>, force: bool) -> Result<()> {
 pub async fn wait(c: &Client, ids: Vec<String>) -> Result<i32> {
     let mut last = 0;
     for id in ids {
-        let st = c
-            .tasks()
-            .wait(shim::WaitRequest {
-                id,
-                exec_id: String::new(),
-            })
+        let st = spawn_wait(c, &id, "")
             .await
+            .context("waiting")?
             .map_err(rpc)?
             .into_inner();
         println!("{}", st.exit_status);
