@@ -527,7 +527,9 @@ impl Pty {
         }
     }
 
-    fn resize(&self, rows: u16, cols: u16) {
+    /// Changes the window's size and tells the CLI as a terminal would
+    /// (SIGWINCH), then gives it a moment to pass the size on.
+    fn resize(&self, cli: &std::process::Child, rows: u16, cols: u16) {
         use std::os::fd::AsRawFd;
         let ws = libc::winsize {
             ws_row: rows,
@@ -540,6 +542,12 @@ impl Pty {
             unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
             0
         );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(cli.id() as i32),
+            nix::sys::signal::Signal::SIGWINCH,
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
 
@@ -557,13 +565,7 @@ fn run_it_is_a_real_terminal_that_resizes_and_detaches() {
     assert!(out.contains("33 101"), "{out}");
     // The window changes: the CLI learns it by SIGWINCH and resizes the
     // container's terminal.
-    pty.resize(40, 120);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGWINCH,
-    )
-    .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    pty.resize(&child, 40, 120);
     pty.type_in(b"stty size\r");
     pty.wait_for("40 120");
     // Raw mode here: ^C reaches the container's shell, which survives it.
@@ -703,8 +705,18 @@ fn interactive_input_reaches_run_and_exec() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\ndone\n");
 
     d.ok(&["run", "-d", "--name", "x", "busybox", "sleep", "1000"]);
-    let err = d.fails(&["exec", "-it", "x", "sh"]);
-    assert!(err.contains("not supported yet"), "{err}");
+    // exec -it: a terminal sized like ours before it starts, that takes
+    // input, resizes, and returns the process's exit code.
+    let (mut pty, mut child) = Pty::spawn(&d, &["exec", "-it", "x", "sh"], 27, 91);
+    pty.wait_for("/ # ");
+    pty.type_in(b"stty size; tty\r");
+    pty.wait_for("27 91");
+    pty.wait_for("/dev/pts/");
+    pty.resize(&child, 30, 100);
+    pty.type_in(b"stty size\r");
+    pty.wait_for("30 100");
+    pty.type_in(b"exit 5\r");
+    assert_eq!(child.wait().unwrap().code(), Some(5));
     let mut child = d
         .cmd()
         .args(["exec", "-i", "x", "cat"])

@@ -234,7 +234,13 @@ impl ShimApi for ShimService {
                     Some(AttachMsg::Stdin(data)) if stdin_ok => {
                         shim.write_stdin(&id, &exec_id, &data)
                     }
-                    Some(AttachMsg::Resize(rs)) => shim.resize(&id, &exec_id, rs.width, rs.height),
+                    // A size that cannot be applied must not end the input.
+                    Some(AttachMsg::Resize(rs)) => {
+                        if let Err(e) = shim.resize(&id, &exec_id, rs.width, rs.height) {
+                            eprintln!("berth-shim: resize of {id}: {e}");
+                        }
+                        Ok(())
+                    }
                     Some(AttachMsg::CloseStdin(true)) => shim.close_stdin(&id, &exec_id),
                     _ => Ok(()),
                 };

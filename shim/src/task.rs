@@ -63,6 +63,9 @@ pub struct Proc {
     pub output: Arc<Output>,
     pub stdin: Mutex<Option<File>>,
     pub master: Mutex<Option<OwnedFd>>,
+    /// A terminal size asked for before the pty existed (an exec is
+    /// attached and sized before it is started); applied when it arrives.
+    pending_size: Mutex<Option<(u16, u16)>>,
     /// The OCI process JSON of an exec, until it is started.
     pub spec: Option<Vec<u8>>,
     /// Held while a create or start is being carried out and announced, so
@@ -93,6 +96,7 @@ impl Proc {
             }),
             stdin: Mutex::new(None),
             master: Mutex::new(None),
+            pending_size: Mutex::new(None),
             spec,
             gate: tokio::sync::Mutex::new(()),
         }
@@ -281,7 +285,15 @@ impl Shim {
                 .try_clone()
                 .map_err(io_err("dup of the pty master"))?;
             *lock(&p.stdin) = Some(File::from(writer));
-            *lock(&p.master) = Some(master);
+            // Under the master's lock, so a resize racing with this lands
+            // either in pending_size (taken here) or on the pty.
+            let mut slot = lock(&p.master);
+            if let Some((w, h)) = lock(&p.pending_size).take() {
+                if let Err(e) = crate::io::resize(master.as_raw_fd(), w, h) {
+                    eprintln!("berth-shim: sizing the pty: {e}");
+                }
+            }
+            *slot = Some(master);
         }
         let me = self.clone();
         let c = c.clone();
@@ -766,12 +778,21 @@ impl Shim {
         height: u32,
     ) -> Result<(), TaskError> {
         let p = self.container(id)?.process(exec_id)?;
+        if !p.terminal {
+            return Err(TaskError::Precondition(
+                "the process has no terminal".into(),
+            ));
+        }
+        let (w, h) = (clamp16(width), clamp16(height));
         let g = lock(&p.master);
-        let m = g
-            .as_ref()
-            .ok_or_else(|| TaskError::Precondition("the process has no terminal".into()))?;
-        crate::io::resize(m.as_raw_fd(), width as u16, height as u16)
-            .map_err(io_err("resizing the pty"))
+        match g.as_ref() {
+            Some(m) => crate::io::resize(m.as_raw_fd(), w, h).map_err(io_err("resizing the pty")),
+            None => {
+                // Lock order master, then pending_size, as where the pty arrives.
+                *lock(&p.pending_size) = Some((w, h));
+                Ok(())
+            }
+        }
     }
 
     pub fn reopen_log(&self, id: &str) -> Result<(), TaskError> {
@@ -779,6 +800,10 @@ impl Shim {
         let r = lock(&c.log).reopen();
         r.map_err(io_err("reopening the log"))
     }
+}
+
+fn clamp16(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
 }
 
 /// The container's cgroup, as the runtime places it: the spec's

@@ -604,8 +604,8 @@ pub struct ExecArgs {
     /// Keep stdin open and forward this terminal's input.
     #[arg(short, long)]
     interactive: bool,
-    /// Give the process a terminal: not supported yet (the shim's exec pty
-    /// does not take input); refused rather than half working.
+    /// Give the process a terminal (with -i: this terminal in raw mode,
+    /// resized with the window; ctrl-p ctrl-q detaches).
     #[arg(short, long)]
     tty: bool,
     /// Add or replace an environment variable (KEY=VALUE).
@@ -626,9 +626,6 @@ pub struct ExecArgs {
 /// settings (capabilities, rlimits, env) with the command and the options
 /// applied, as `docker exec` does.
 pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
-    if a.tty {
-        bail!("exec -t is not supported yet: use exec -i without -t, or run -it");
-    }
     let id = a.id_and_args[0].clone();
     let ct = c
         .containers()
