@@ -50,6 +50,26 @@ fn run_returns_the_exit_code_and_output_and_leaves_nothing() {
     );
     assert_eq!(code, 7);
     assert_eq!(out, "out\n");
+    // docker's codes for what berth itself cannot do: 127 no such command,
+    // 126 not executable, 125 anything else; one line, no backtrace.
+    for (args, want, says) in [
+        (
+            &["busybox", "/nonexistent"][..],
+            127,
+            "\"/nonexistent\": ENOENT",
+        ),
+        (&["busybox", "/etc/passwd"][..], 126, "EACCES"),
+        (
+            &["--memory", "12x", "busybox", "true"][..],
+            125,
+            "write e.g. 512k",
+        ),
+    ] {
+        let (code, _, err) = run(&d, args);
+        assert_eq!(code, want, "{args:?}: {err}");
+        assert!(err.starts_with("berth: ") && err.contains(says), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
     let ps = d.json(&["ps", "-a", "--format", "json"]);
     assert!(ps.as_array().unwrap().is_empty(), "--rm left {ps}");
     let snaps = d.json(&["snapshots", "--json"]);
@@ -379,6 +399,12 @@ fn create_start_attach_inspect_top_stats_events() {
     );
     let ps = d.json(&["ps", "-a", "--format", "json"]);
     assert_eq!(ps[0]["status"], "created");
+    // Not started yet: no logs, and what needs a process says so.
+    assert_eq!(d.ok(&["logs", "c1"]), "");
+    let err = d.fails(&["top", "c1"]);
+    assert!(err.contains("\"c1\" is not running"), "{err}");
+    let err = d.fails(&["logs", "nosuch"]);
+    assert!(err.contains("\"nosuch\" not found"), "{err}");
     let out = d.cli(&["start", "-a", "c1"]);
     assert_eq!(out.status.code(), Some(6));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
@@ -589,6 +615,28 @@ fn run_it_is_a_real_terminal_that_resizes_and_detaches() {
     let ps = d.json(&["ps", "--format", "json"]);
     assert_eq!(ps[0]["id"], "bg");
     assert_eq!(ps[0]["status"], "running");
+
+    // Other detach keys: ctrl-p ctrl-q now reach the shell, ctrl-a d detaches.
+    let (mut pty, mut child) = Pty::spawn(
+        &d,
+        &["attach", "-i", "--detach-keys", "ctrl-a,d", "bg"],
+        24,
+        80,
+    );
+    pty.type_in(b"echo attached\r");
+    pty.wait_for("attached\r\n");
+    pty.type_in(&[0x10, 0x11]);
+    pty.type_in(b"echo still-here\r");
+    pty.wait_for("still-here\r\n");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "ctrl-p ctrl-q detached"
+    );
+    pty.type_in(&[0x01, b'd']);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(d.json(&["ps", "--format", "json"])[0]["status"], "running");
+    let err = d.fails(&["attach", "--detach-keys", "ctrl-1", "bg"]);
+    assert!(err.contains("example: ctrl-p,ctrl-q"), "{err}");
     d.ok(&["rm", "-f", "bg"]);
 }
 

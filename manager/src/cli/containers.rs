@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// window; ctrl-p ctrl-q detaches).
     #[arg(short, long)]
     tty: bool,
+    /// Keys that detach from a terminal, leaving the process running
+    /// (docker's notation; "" turns detaching off).
+    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+    detach_keys: super::terminal::DetachKeys,
     /// Set an environment variable (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -269,12 +273,17 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
         return Err(e);
     }
     if a.detach {
-        start_task(c, &id, false, false, false, false).await?;
+        start_task(c, &id, None, false).await?;
         println!("{id}");
         return Ok(0);
     }
-    let _raw = (a.tty && a.interactive).then(super::terminal::RawMode::enter);
-    start_task(c, &id, true, a.interactive, a.tty, a.rm).await
+    let session = Session {
+        stdin: a.interactive,
+        tty: a.tty,
+        detach_keys: a.detach_keys.0.clone(),
+    };
+    let _raw = session.raw_mode();
+    start_task(c, &id, Some(&session), a.rm).await
 }
 
 async fn create_task(c: &Client, id: &str) -> Result<()> {
@@ -295,9 +304,7 @@ async fn create_task(c: &Client, id: &str) -> Result<()> {
 async fn start_task(
     c: &Client,
     id: &str,
-    attached: bool,
-    stdin: bool,
-    tty: bool,
+    attached: Option<&Session>,
     auto_remove: bool,
 ) -> Result<i32> {
     let start = || async {
@@ -309,11 +316,11 @@ async fn start_task(
             .await
             .map_err(rpc)
     };
-    if !attached {
+    let Some(session) = attached else {
         start().await?;
         return Ok(0);
-    }
-    let (output, started) = attach(c, id, "", stdin, tty).await?;
+    };
+    let (output, started) = attach(c, id, "", session).await?;
     let waiter = spawn_wait(c, id, "");
     start().await?;
     let _ = started.send(());
@@ -346,6 +353,10 @@ pub struct StartArgs {
     /// Forward stdin (with -a).
     #[arg(short, long)]
     interactive: bool,
+    /// Keys that detach from a terminal, leaving the process running
+    /// (docker's notation; "" turns detaching off).
+    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+    detach_keys: super::terminal::DetachKeys,
     #[arg(required = true)]
     ids: Vec<String>,
 }
@@ -387,8 +398,13 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
             .ok()
             .and_then(|v| v["process"]["terminal"].as_bool())
             .unwrap_or(false);
-        let _raw = (a.attach && tty && a.interactive).then(super::terminal::RawMode::enter);
-        code = start_task(c, id, a.attach, a.interactive, tty, auto_remove).await?;
+        let session = a.attach.then(|| Session {
+            stdin: a.interactive,
+            tty,
+            detach_keys: a.detach_keys.0.clone(),
+        });
+        let _raw = session.as_ref().and_then(Session::raw_mode);
+        code = start_task(c, id, session.as_ref(), auto_remove).await?;
         if !a.attach {
             println!("{id}");
         }
@@ -398,7 +414,8 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
 
 /// `attach`: the running task's output (and, with -i, our input) until it
 /// exits; returns its exit code.
-pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
+pub async fn attach_cmd(c: &Client, a: AttachArgs) -> Result<i32> {
+    let id = a.id.as_str();
     let tty = c
         .tasks()
         .get(pb::GetTaskRequest { id: id.to_owned() })
@@ -406,8 +423,13 @@ pub async fn attach_cmd(c: &Client, id: &str, stdin: bool) -> Result<i32> {
         .map_err(rpc)?
         .into_inner()
         .terminal;
-    let _raw = (tty && stdin).then(super::terminal::RawMode::enter);
-    let (output, started) = attach(c, id, "", stdin, tty).await?;
+    let session = Session {
+        stdin: a.interactive,
+        tty,
+        detach_keys: a.detach_keys.0,
+    };
+    let _raw = session.raw_mode();
+    let (output, started) = attach(c, id, "", &session).await?;
     let _ = started.send(());
     let waiter = spawn_wait(c, id, "");
     if output.await.context("relaying output")?? == Outcome::Detached {
@@ -448,6 +470,37 @@ async fn send_signal(c: &Client, id: &str, signal: u32, all: bool) -> Result<()>
     Ok(())
 }
 
+/// A client's connection to a process's stdio.
+struct Session {
+    /// Forward our input.
+    stdin: bool,
+    /// The process has a terminal: ours goes raw and the detach keys count.
+    tty: bool,
+    detach_keys: Vec<u8>,
+}
+
+impl Session {
+    /// Our terminal in raw mode while an interactive terminal session lasts.
+    fn raw_mode(&self) -> Option<super::terminal::RawMode> {
+        (self.tty && self.stdin).then(super::terminal::RawMode::enter)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  berth attach web
+  berth attach -i --detach-keys ctrl-a,d shell")]
+pub struct AttachArgs {
+    /// Forward this terminal's input.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Keys that detach from a terminal, leaving the process running
+    /// (docker's notation; "" turns detaching off).
+    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+    detach_keys: super::terminal::DetachKeys,
+    id: String,
+}
+
 /// How an attached session ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -463,8 +516,7 @@ async fn attach(
     c: &Client,
     id: &str,
     exec_id: &str,
-    stdin: bool,
-    tty: bool,
+    session: &Session,
 ) -> Result<(
     tokio::task::JoinHandle<Result<Outcome>>,
     std::sync::mpsc::Sender<()>,
@@ -479,7 +531,7 @@ async fn attach(
             shim::attach_request::Open {
                 id: id.to_owned(),
                 exec_id: exec_id.to_owned(),
-                stdin,
+                stdin: session.stdin,
                 stdout: true,
                 stderr: true,
             },
@@ -495,6 +547,7 @@ async fn attach(
             },
         )),
     };
+    let tty = session.tty;
     if tty {
         if let Some(sz) = super::terminal::size() {
             tx.send(resize(sz)).await.ok();
@@ -515,14 +568,15 @@ async fn attach(
             }
         });
     }
-    if stdin {
+    if session.stdin {
         let tx = tx.clone();
+        let keys = session.detach_keys.clone();
         std::thread::spawn(move || {
             if gate.recv().is_err() {
                 return;
             }
             let mut buf = vec![0u8; 32 * 1024];
-            let mut scanner = super::terminal::DetachScanner::default();
+            let mut scanner = super::terminal::DetachScanner::new(keys);
             loop {
                 match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
                     Ok(0) | Err(_) => {
@@ -608,6 +662,10 @@ pub struct ExecArgs {
     /// resized with the window; ctrl-p ctrl-q detaches).
     #[arg(short, long)]
     tty: bool,
+    /// Keys that detach from a terminal, leaving the process running
+    /// (docker's notation; "" turns detaching off).
+    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+    detach_keys: super::terminal::DetachKeys,
     /// Add or replace an environment variable (KEY=VALUE).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -683,8 +741,13 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         })
         .await
         .map_err(rpc)?;
-    let _raw = (a.tty && a.interactive).then(super::terminal::RawMode::enter);
-    let (output, started) = attach(c, &id, &exec_id, a.interactive, a.tty).await?;
+    let session = Session {
+        stdin: a.interactive,
+        tty: a.tty,
+        detach_keys: a.detach_keys.0.clone(),
+    };
+    let _raw = session.raw_mode();
+    let (output, started) = attach(c, &id, &exec_id, &session).await?;
     let waiter = spawn_wait(c, &id, &exec_id);
     c.tasks()
         .start(shim::StartRequest {
@@ -943,12 +1006,18 @@ pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 /// Prints a container's log (the CRI log file the shim writes), joining
 /// partial lines as docker shows them.
 pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
-    let t = c
-        .tasks()
-        .get(pb::GetTaskRequest { id: a.id.clone() })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let t = match c.tasks().get(pb::GetTaskRequest { id: a.id.clone() }).await {
+        Ok(t) => t.into_inner(),
+        // A container never started has written nothing yet.
+        Err(e) if e.code() == tonic::Code::NotFound => {
+            c.containers()
+                .get(pb::GetContainerRequest { id: a.id.clone() })
+                .await
+                .map_err(rpc)?;
+            return Ok(());
+        }
+        Err(e) => return Err(rpc(e)),
+    };
     let path = PathBuf::from(&t.log_path);
     let since = a.since.as_deref().map(parse_since).transpose()?;
     let mut offset = 0u64;

@@ -36,29 +36,41 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon.
+    #[command(
+        after_help = "Examples:\n  berth serve\n  berth serve --root /srv/berth --state /run/berth-test --address /run/berth-test/berth.sock\n  berth serve --config /etc/berth/config.toml --snapshotter native"
+    )]
     Serve(ServeArgs),
     /// Run a command in a new container (pulling the image if needed).
     Run(Box<containers::RunArgs>),
     /// List containers.
+    #[command(
+        after_help = "Examples:\n  berth ps\n  berth ps -a --format json\n  berth rm -f $(berth ps -aq)"
+    )]
     Ps(containers::PsArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
     /// Create a container (pulling the image if needed) without starting it.
+    #[command(
+        after_help = "Examples:\n  berth create --name job busybox sh -c 'date; sleep 5'\n  berth start -a job"
+    )]
     Create(Box<containers::RunArgs>),
     /// Start created or exited containers (-a: attach and return the exit code).
+    #[command(after_help = "Examples:\n  berth start job\n  berth start -ai shell")]
     Start(containers::StartArgs),
     /// Attach to a running container's output (and input with -i).
-    Attach {
-        #[arg(short, long)]
-        interactive: bool,
-        id: String,
-    },
+    Attach(containers::AttachArgs),
     /// Show containers' records, specs and tasks as JSON.
+    #[command(
+        after_help = "Examples:\n  berth inspect web\n  berth inspect web | jq '.[0].spec.process.args'"
+    )]
     Inspect {
         #[arg(required = true)]
         ids: Vec<String>,
     },
     /// Print events as they happen.
+    #[command(
+        after_help = "Examples:\n  berth events\n  berth events --topic /tasks/exit --json\n  berth events --all-namespaces"
+    )]
     Events {
         /// Every namespace, not only this one.
         #[arg(long)]
@@ -70,8 +82,10 @@ enum Command {
         json: bool,
     },
     /// List a container's processes.
+    #[command(after_help = "Examples:\n  berth top web")]
     Top { id: String },
     /// Show CPU, memory and pids of running containers.
+    #[command(after_help = "Examples:\n  berth stats\n  berth stats --no-stream --json web")]
     Stats {
         /// Print once instead of every second.
         #[arg(long)]
@@ -81,6 +95,7 @@ enum Command {
         ids: Vec<String>,
     },
     /// Stop containers: their stop signal, then SIGKILL after the timeout.
+    #[command(after_help = "Examples:\n  berth stop web\n  berth stop -t 30 web db")]
     Stop {
         /// Seconds to wait before SIGKILL.
         #[arg(short = 't', long = "time", default_value_t = 10)]
@@ -89,6 +104,9 @@ enum Command {
         ids: Vec<String>,
     },
     /// Send a signal to containers.
+    #[command(
+        after_help = "Examples:\n  berth kill web\n  berth kill -s HUP web\n  berth kill -s 15 web"
+    )]
     Kill {
         #[arg(short, long, default_value = "KILL")]
         signal: String,
@@ -96,6 +114,7 @@ enum Command {
         ids: Vec<String>,
     },
     /// Remove containers (-f: also running ones).
+    #[command(after_help = "Examples:\n  berth rm job\n  berth rm -f web")]
     Rm {
         #[arg(short, long)]
         force: bool,
@@ -103,11 +122,15 @@ enum Command {
         ids: Vec<String>,
     },
     /// Wait for containers to exit; print their exit codes.
+    #[command(after_help = "Examples:\n  berth wait job\n  code=$(berth wait job)")]
     Wait {
         #[arg(required = true)]
         ids: Vec<String>,
     },
     /// Print a container's output.
+    #[command(
+        after_help = "Examples:\n  berth logs web\n  berth logs -f --tail 20 web\n  berth logs --since 10m --timestamps web"
+    )]
     Logs(containers::LogsArgs),
     /// Pull an image from a registry.
     #[command(
@@ -116,19 +139,29 @@ enum Command {
     Pull(images::PullArgs),
     /// List images.
     #[command(alias = "image", alias = "ls")]
+    #[command(after_help = "Examples:\n  berth images\n  berth images --json")]
     Images(JsonFlag),
     /// Remove images (their content and snapshots go at the next collection).
+    #[command(
+        after_help = "Examples:\n  berth rmi busybox\n  berth rmi 127.0.0.1:5000/test/app:v1"
+    )]
     Rmi {
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Load images from a tarball (OCI image layout or docker-archive).
+    #[command(
+        after_help = "Examples:\n  berth load -i busybox.tar\n  skopeo copy docker://busybox oci-archive:busybox.tar && berth load -i busybox.tar"
+    )]
     Load {
         /// The tarball; standard input when omitted.
         #[arg(short, long)]
         input: Option<PathBuf>,
     },
     /// Save images to a tarball (OCI image layout, readable by docker load).
+    #[command(
+        after_help = "Examples:\n  berth save -o busybox.tar busybox\n  berth save busybox alpine:3.20 > images.tar"
+    )]
     Save {
         #[arg(required = true)]
         names: Vec<String>,
@@ -136,14 +169,23 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// List snapshots.
+    #[command(
+        after_help = "Examples:\n  berth snapshots\n  berth snapshots --usage\n  berth snapshots prepare scratch\n  berth snapshots mounts scratch --target /mnt/x"
+    )]
     Snapshots(stores::SnapshotsArgs),
     /// List content blobs (and ingests in progress with --ingests).
+    #[command(after_help = "Examples:\n  berth content\n  berth content --ingests --json")]
     Content(stores::ContentArgs),
     /// List, create or remove namespaces.
+    #[command(
+        after_help = "Examples:\n  berth namespaces\n  berth namespaces create test\n  berth -n test images"
+    )]
     Namespaces(stores::NamespacesArgs),
     /// Remove content and snapshots no image, container or lease holds.
+    #[command(after_help = "Examples:\n  berth gc\n  berth gc --json")]
     Gc(JsonFlag),
     /// Show the client's and the daemon's versions.
+    #[command(after_help = "Examples:\n  berth version")]
     Version,
 }
 
@@ -201,9 +243,14 @@ impl Client {
         crate::namespace::validate(ns)?;
         let channel = berth_proto::transport::connect(&path.display().to_string())
             .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the manager at {}: is `berth serve` running? (set --address or BERTH_ADDRESS for another socket)",
+            .map_err(|e| {
+                let mut root: &dyn std::error::Error = &e;
+                while let Some(next) = root.source() {
+                    root = next;
+                }
+                anyhow::anyhow!(
+                    "cannot reach the manager at {} ({root}): is `berth serve` running? \
+                     Set --address or BERTH_ADDRESS for another socket",
                     path.display()
                 )
             })?;
@@ -296,8 +343,66 @@ fn serve(a: ServeArgs) -> Result<()> {
     crate::daemon::serve(c)
 }
 
-pub fn main() -> Result<()> {
+/// The CLI's entry: runs the command, prints a failure as one line a
+/// person can read (no backtrace, causes joined), and exits with docker's
+/// codes: 125 when `run`, `create`, `start` or `exec` fail in berth itself,
+/// 1 for every other failure.
+pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let code = if matches!(
+        cli.command,
+        Command::Run(_) | Command::Create(_) | Command::Start(_) | Command::Exec(_)
+    ) {
+        125
+    } else {
+        1
+    };
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = one_line(&e);
+            eprintln!("berth: {msg}");
+            std::process::ExitCode::from(if code == 125 {
+                exec_failure_code(&msg)
+            } else {
+                code
+            })
+        }
+    }
+}
+
+/// docker's codes for a command that could not be run in the container:
+/// 127 when it does not exist, 126 when it cannot be executed, else 125.
+fn exec_failure_code(msg: &str) -> u8 {
+    if !msg.contains("exec: ") {
+        125
+    } else if msg.contains("ENOENT") || msg.contains("No such file") {
+        127
+    } else if msg.contains("EACCES") || msg.contains("Permission denied") {
+        126
+    } else {
+        125
+    }
+}
+
+/// An error and its causes as `outer: inner: root`, skipping a cause
+/// already said by the message before it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if msg.is_empty() || out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     let Command::Serve(a) = cli.command else {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -312,9 +417,7 @@ pub fn main() -> Result<()> {
                 Command::Exec(a) => exit_with(containers::exec(&c, a).await?),
                 Command::Create(a) => containers::create(&c, *a).await,
                 Command::Start(a) => exit_with(containers::start(&c, a).await?),
-                Command::Attach { interactive, id } => {
-                    exit_with(containers::attach_cmd(&c, &id, interactive).await?)
-                }
+                Command::Attach(a) => exit_with(containers::attach_cmd(&c, a).await?),
                 Command::Inspect { ids } => observe::inspect(&c, ids).await,
                 Command::Events {
                     all_namespaces,

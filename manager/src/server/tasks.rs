@@ -21,7 +21,24 @@ impl Service {
         ns: &str,
         id: &str,
     ) -> Result<shim::shim_client::ShimClient<tonic::transport::Channel>, Status> {
-        Ok(self.0.tasks.get(ns, id)?.client)
+        Ok(self.handle(ns, id)?.client)
+    }
+
+    /// The task of a container, or a NotFound that says whether the
+    /// container itself is missing or only not started.
+    #[allow(clippy::result_large_err)]
+    fn handle(&self, ns: &str, id: &str) -> Result<task::Handle, Status> {
+        self.0.tasks.get(ns, id).map_err(|e| {
+            match crate::container::get(&self.0, ns, id) {
+                Ok(_) => Status::not_found(format!(
+                    "container {id:?} is not running: it has no task (never started, or its task was deleted)"
+                )),
+                Err(crate::container::ContainerError::NotFound(_)) => {
+                    Status::not_found(format!("container {id:?} not found"))
+                }
+                Err(_) => e.into(),
+            }
+        })
     }
 }
 
@@ -59,7 +76,7 @@ impl pb::tasks_server::Tasks for Service {
     async fn get(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
-        let h = self.0.tasks.get(&ns, &id)?;
+        let h = self.handle(&ns, &id)?;
         let st = h
             .client
             .clone()
