@@ -15,6 +15,7 @@ pub mod lease;
 pub mod metadata;
 pub mod namespace;
 pub mod pull;
+pub mod reference;
 pub mod remote;
 pub mod restart;
 pub mod server;

@@ -86,11 +86,16 @@ pub struct PullAuth {
 /// Parses a reference as docker does: `busybox` is
 /// `docker.io/library/busybox:latest`.
 pub fn parse_reference(s: &str) -> Result<Reference, RemoteError> {
-    s.parse::<Reference>()
-        .map_err(|e| RemoteError::BadReference {
-            reference: s.to_owned(),
-            reason: e.to_string(),
-        })
+    let r = crate::reference::ImageRef::parse(s).map_err(|e| RemoteError::BadReference {
+        reference: s.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(match (r.tag, r.digest) {
+        (Some(t), Some(d)) => Reference::with_tag_and_digest(r.registry, r.repository, t, d),
+        (None, Some(d)) => Reference::with_digest(r.registry, r.repository, d),
+        // parse gives `latest` when neither was written.
+        (t, None) => Reference::with_tag(r.registry, r.repository, t.unwrap_or_default()),
+    })
 }
 
 /// The name an image is stored under: registry/repository:tag[@digest].

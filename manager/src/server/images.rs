@@ -201,6 +201,7 @@ impl pb::images_server::Images for Service {
                 Ok(Err(e)) => Err(Status::from(e)),
                 Err(e) => Err(Status::internal(e.to_string())),
             };
+            crate::daemon::trim_heap();
             let _ = tx.send(last).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -228,7 +229,9 @@ impl pb::images_server::Images for Service {
             let (m, ns) = (self.0.clone(), ns.clone());
             async move { archive::load(&m, &ns, file, opts.unwrap_or_default()).await }
         });
-        let recs = job.await.map_err(|e| Status::internal(e.to_string()))??;
+        let recs = job.await.map_err(|e| Status::internal(e.to_string()));
+        crate::daemon::trim_heap();
+        let recs = recs??;
         Ok(Response::new(pb::LoadResponse {
             images: recs.iter().map(|r| image_pb(&self.0, &ns, r)).collect(),
         }))
