@@ -262,15 +262,46 @@ fn is_mount_point(p: &Path) -> bool {
         .any(|m| m == want)
 }
 
+/// Waits (at most `limit`) for the shim of `bundle` to exit. The shim is
+/// not our child (it detaches), so its exit is watched through a pidfd,
+/// which becomes readable when the process is gone; where that is not
+/// possible, the shim's removal of `shim.pid` is polled.
+async fn wait_shim_exit(bundle: &Path, limit: Duration) {
+    let pid_file = bundle.join("shim.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let Some(pid) = pid else { return };
+    if let Some(fd) = pidfd_open(pid) {
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open
+        // and unchanged until it is dropped.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(afd) = registered {
+            let _ = tokio::time::timeout(limit, afd.readable()).await;
+            return;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    while pid_file.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a fresh fd that only we own.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Removes the bundle once its shim is gone. Never while the rootfs is
 /// still mounted: a recursive removal would delete the container's files.
 async fn cleanup_bundle(bundle: &Path) {
-    for _ in 0..1000 {
-        if !bundle.join("shim.pid").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_shim_exit(bundle, Duration::from_secs(5)).await;
     if is_mount_point(&bundle.join("rootfs")) {
         tracing::warn!(bundle = %bundle.display(), "rootfs still mounted; bundle kept");
         return;

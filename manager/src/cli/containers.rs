@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use berth_proto::events::v1::envelope::Event;
 use berth_proto::shim::v1 as shim;
 use serde_json::json;
 
@@ -320,6 +321,23 @@ async fn start_task(
         start().await?;
         return Ok(0);
     };
+    // The daemon removes an auto-remove container after its exit; `run
+    // --rm` returns only once that happened, so it leaves nothing behind.
+    // Subscribed before the start, so the removal cannot be missed.
+    let removed = if auto_remove {
+        Some(
+            c.events()
+                .subscribe(pb::SubscribeRequest {
+                    namespaces: vec![c.namespace().to_owned()],
+                    topics: vec![berth_proto::events::v1::topics::CONTAINER_DELETE.to_owned()],
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+        )
+    } else {
+        None
+    };
     let (output, started) = attach(c, id, "", session).await?;
     let waiter = spawn_wait(c, id, "");
     start().await?;
@@ -328,19 +346,15 @@ async fn start_task(
         return Ok(0);
     }
     let st = waiter.await.context("waiting")?.map_err(rpc)?.into_inner();
-    if auto_remove {
-        // The daemon removes it; wait for that so `run --rm` leaves nothing
-        // behind when it returns.
-        for _ in 0..1000 {
-            if c.containers()
-                .get(pb::GetContainerRequest { id: id.to_owned() })
-                .await
-                .is_err()
-            {
-                break;
+    if let Some(mut events) = removed {
+        let gone = async {
+            while let Ok(Some(e)) = events.message().await {
+                if matches!(&e.event, Some(Event::ContainerDelete(d)) if d.id == id) {
+                    return;
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), gone).await;
     }
     Ok(st.exit_status as i32)
 }
