@@ -780,3 +780,48 @@ fn interactive_input_reaches_run_and_exec() {
     );
     d.ok(&["rm", "-f", "x"]);
 }
+
+#[test]
+fn image_volumes_are_copies_of_the_image_per_container_removed_with_it() {
+    let (d, t) = daemon();
+    d.ok(&["run", "-d", "--name", "v", "multilayer", "sleep", "1000"]);
+    let out = d.ok(&[
+        "exec",
+        "v",
+        "sh",
+        "-c",
+        "cat /srv/keep/file; stat -c '%u:%g %a' /srv/keep; ls -A /vol/new | wc -l; \
+         echo w > /srv/keep/new; grep -c -e ' /srv/keep ' -e ' /vol/new ' /proc/self/mountinfo",
+    ]);
+    // The image's files, owner and mode, in a volume of their own; the
+    // path the image lacks is an empty volume.
+    assert_eq!(out, "kept\n65534:65534 750\n0\n2\n");
+    let spec = &d.json(&["inspect", "v"])[0]["spec"];
+    let source = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/srv/keep")
+        .and_then(|m| m["source"].as_str())
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&source).join("new")).unwrap(),
+        "w\n"
+    );
+    // Another container gets its own copy, without the first one's write.
+    let (code, out, err) = run(&d, &["multilayer", "ls", "/srv/keep"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "file\nlink\n");
+    // A bind mount at the volume's path takes its place.
+    let host = t.path().join("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("mine"), "").unwrap();
+    let bind = format!("{}:/srv/keep", host.display());
+    let (code, out, err) = run(&d, &["-v", &bind, "multilayer", "ls", "/srv/keep"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "mine\n");
+    // The volume goes with its container.
+    d.ok(&["rm", "-f", "v"]);
+    assert!(!std::path::Path::new(&source).exists(), "{source} left");
+}

@@ -90,6 +90,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -298,16 +300,27 @@ async fn finish_create(
         } else {
             opts.user.clone()
         };
+        let cdir = dir(m, ns, &req.id);
+        let volumes: Vec<(String, PathBuf)> = crate::volume::wanted(&img_cfg.volumes, &opts.mounts)
+            .into_iter()
+            .enumerate()
+            .map(|(n, dest)| (dest, cdir.join("volumes").join(n.to_string())))
+            .collect();
         let ids = {
             let m2 = m.clone();
             let mounts = mounts.to_vec();
+            let volumes = volumes.clone();
             tokio::task::spawn_blocking(move || {
-                with_mounted(&m2, &mounts, |root| spec::resolve_user(&user, root))
+                with_mounted(&m2, &mounts, |root| -> Result<_, ContainerError> {
+                    for (dest, dir) in &volumes {
+                        crate::volume::populate(root, dest, dir)?;
+                    }
+                    Ok(spec::resolve_user(&user, root)?)
+                })
             })
             .await
             .map_err(|e| ContainerError::Mount(e.to_string()))???
         };
-        let cdir = dir(m, ns, &req.id);
         let hostname = spec::hostname(&opts, &req.id);
         write_etc(&cdir, &hostname, opts.network == "none")?;
         let (hosts, resolv, hn) = (
@@ -326,6 +339,7 @@ async fn finish_create(
                 resolv_conf: &resolv,
                 hostname: &hn,
             },
+            volumes: &volumes,
         })?
     };
     let now = chrono::Utc::now().timestamp();

@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod task;
 pub mod unpack;
+pub mod volume;
 
 use std::sync::Arc;
 

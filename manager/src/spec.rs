@@ -291,21 +291,26 @@ pub struct Ids {
 
 /// Reads `rel` inside `rootfs` with every symlink resolved as the container
 /// would (RESOLVE_IN_ROOT): the image cannot point the manager at a host file.
+/// Opens `rel` as if `rootfs` were `/`: absolute symlinks and `..` stay
+/// inside it, so an image's links cannot reach host files.
+pub fn open_in_root(rootfs: &Path, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(&root, rel, how)
+}
+
 fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, SpecError> {
     let err = |source: std::io::Error| SpecError::Read {
         path: rel.to_owned(),
         source,
     };
-    let root = nix::fcntl::open(
-        rootfs,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| err(e.into()))?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd: OwnedFd = match openat2(&root, rel, how) {
+    let fd: OwnedFd = match open_in_root(rootfs, rel, OFlag::O_RDONLY) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(err(e.into())),
@@ -405,6 +410,8 @@ pub struct Inputs<'a> {
     pub options: &'a SpecOptions,
     pub ids: Ids,
     pub etc: EtcFiles<'a>,
+    /// Anonymous volumes: (path in the container, directory on the host).
+    pub volumes: &'a [(String, std::path::PathBuf)],
 }
 
 pub fn hostname(o: &SpecOptions, id: &str) -> String {
@@ -481,6 +488,12 @@ pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
         mounts.push(json!({
             "destination": m.destination, "type": "bind", "source": m.source,
             "options": ["rbind", "rprivate", if m.readonly { "ro" } else { "rw" }],
+        }));
+    }
+    for (dest, src) in i.volumes {
+        mounts.push(json!({
+            "destination": dest, "type": "bind", "source": src,
+            "options": ["rbind", "rprivate", "rw"],
         }));
     }
     let mut resources = json!({});
