@@ -277,6 +277,27 @@ async fn default_security_and_privileged() {
     assert!(!log.contains("masked=0"), "{log}");
     assert!(log.contains("mount=ok"), "{log}");
 
+    // Docker's profile follows the capabilities: with CAP_SYS_ADMIN the
+    // filter stays but lets mount, unshare and namespace clones through.
+    let ns_probe =
+        format!("{probe}; echo unshare=$(unshare -n true 2>/dev/null && echo ok || echo refused)");
+    let (code, log) = api
+        .run(
+            "sysadmin",
+            &s.image,
+            pb::SpecOptions {
+                cap_add: vec!["SYS_ADMIN".into()],
+                ..sh(ns_probe.as_str())
+            },
+        )
+        .await;
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(status_field(&log, "Seccomp"), "2", "{log}");
+    assert!(log.contains("mount=ok"), "{log}");
+    assert!(log.contains("unshare=ok"), "{log}");
+    let (_, log) = api.run("plain", &s.image, sh(ns_probe.as_str())).await;
+    assert!(log.contains("unshare=refused"), "{log}");
+
     let (_, log) = api
         .run(
             "capdrop",

@@ -18,6 +18,7 @@ pub mod pull;
 pub mod reference;
 pub mod remote;
 pub mod restart;
+pub mod seccomp;
 pub mod server;
 pub mod snapshot;
 pub mod spec;

@@ -1,8 +1,8 @@
 //! Runtime spec generation: the image config, the caller's options and safe
 //! defaults (Docker's and containerd's) make a complete OCI runtime spec.
 //!
-//! Defaults: Docker's capability set, a seccomp filter refusing what Docker's
-//! default profile refuses, the masked and read-only paths, private
+//! Defaults: Docker's capability set, Docker's default seccomp profile (an
+//! allow list, see `seccomp`), the masked and read-only paths, private
 //! namespaces but the network (host by default, or `none`), `/dev`, `/proc`,
 //! `/sys` (read-only), `/dev/shm`, and `/etc/hosts`, `/etc/resolv.conf` and
 //! `/etc/hostname` bound from the container's directory. `privileged` lifts
@@ -113,88 +113,6 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-
-/// Syscalls Docker's default profile does not allow a container with the
-/// default capabilities: kernel modules and images, tracing and profiling of
-/// other processes, keyrings, clocks, mounts, namespaces, swap, reboot,
-/// obsolete or dangerous interfaces.
-pub const DENIED_SYSCALLS: [&str; 58] = [
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "personality",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "quotactl_fd",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "sysfs",
-    "_sysctl",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-];
-
-fn seccomp_profile() -> Value {
-    let arches: &[&str] = match std::env::consts::ARCH {
-        "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        _ => &[],
-    };
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": arches,
-        "syscalls": [{
-            "names": DENIED_SYSCALLS.as_slice(),
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-        }],
-    })
-}
 
 fn cap_name(s: &str) -> Result<String, SpecError> {
     let up = s.to_ascii_uppercase();
@@ -522,7 +440,7 @@ pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
     if !o.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
-        linux["seccomp"] = seccomp_profile();
+        linux["seccomp"] = crate::seccomp::default_profile(&caps);
     }
     let mut annotations = BTreeMap::new();
     annotations.insert(STOP_SIGNAL_ANNOTATION.to_owned(), stop_signal(i.image));

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::str::FromStr;
 
 use libseccomp::{
@@ -109,6 +110,92 @@ pub struct Filter {
 
 fn native_arch() -> ScmpArch {
     ScmpArch::native()
+}
+
+/// Compiles `profile`, or takes the program compiled for the same profile
+/// before from `cache` (a directory of the runtime's own root). libseccomp
+/// needs 10 ms or more for a profile of Docker's size; the result depends
+/// only on the profile, this runtime and the libseccomp version, which the
+/// cache key covers.
+pub fn compile_cached(profile: &LinuxSeccomp, cache: &Path) -> Result<Filter, SeccompError> {
+    let key = cache_key(profile);
+    let file = cache.join(format!("{key}.bpf"));
+    if let Some(f) = std::fs::read(&file)
+        .ok()
+        .and_then(|b| Filter::from_bytes(&b))
+    {
+        return Ok(f);
+    }
+    let f = compile(profile)?;
+    if let Err(e) = store(cache, &file, &f.to_bytes()) {
+        crate::logger::warn(&format!("seccomp: caching the filter: {e}"));
+    }
+    Ok(f)
+}
+
+fn cache_key(profile: &LinuxSeccomp) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(profile).unwrap_or_default());
+    h.update(env!("CARGO_PKG_VERSION"));
+    let v = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
+    h.update(v);
+    h.update(std::env::consts::ARCH);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn store(dir: &Path, file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    std::fs::rename(&tmp, file)
+}
+
+const CACHE_MAGIC: &[u8; 4] = b"BSC1";
+
+impl Filter {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = CACHE_MAGIC.to_vec();
+        out.extend_from_slice(&self.flags.to_ne_bytes());
+        out.push(u8::from(self.uses_notify));
+        for ins in &self.program {
+            out.extend_from_slice(&ins.code.to_ne_bytes());
+            out.push(ins.jt);
+            out.push(ins.jf);
+            out.extend_from_slice(&ins.k.to_ne_bytes());
+        }
+        out
+    }
+
+    /// None for anything that is not a whole cache entry.
+    fn from_bytes(b: &[u8]) -> Option<Filter> {
+        let rest = b.strip_prefix(CACHE_MAGIC)?;
+        let flags = libc::c_uint::from_ne_bytes(rest.get(..4)?.try_into().ok()?);
+        let uses_notify = match rest.get(4)? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let program = decode(rest.get(5..)?).ok()?;
+        Some(Filter {
+            program,
+            flags,
+            uses_notify,
+        })
+    }
 }
 
 /// Compiles `profile` (done in the parent so errors surface at create).
@@ -373,5 +460,46 @@ mod tests {
         }
         let last = stub.last().unwrap();
         assert_eq!(last.k, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+    }
+
+    fn program_of(f: &Filter) -> Vec<(u16, u8, u8, u32)> {
+        f.program
+            .iter()
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect()
+    }
+
+    #[test]
+    fn a_cached_filter_is_the_compiled_one_and_a_bad_entry_is_recompiled() {
+        let profile: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [
+                {"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            ],
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let fresh = compile(&profile).unwrap();
+        let first = compile_cached(&profile, &cache).unwrap();
+        let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        let file = entries[0].as_ref().unwrap().path();
+        let cached = compile_cached(&profile, &cache).unwrap();
+        assert_eq!(program_of(&first), program_of(&fresh));
+        assert_eq!(program_of(&cached), program_of(&fresh));
+        assert_eq!(cached.flags, fresh.flags);
+        // A torn or foreign entry is not trusted: it is compiled again.
+        std::fs::write(&file, b"BSC1\0\0").unwrap();
+        let again = compile_cached(&profile, &cache).unwrap();
+        assert_eq!(program_of(&again), program_of(&fresh));
+        assert_eq!(std::fs::read(&file).unwrap(), fresh.to_bytes());
+        // Another profile gets another entry.
+        let mut other = profile.clone();
+        other.set_default_errno_ret(Some(1));
+        compile_cached(&other, &cache).unwrap();
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
     }
 }

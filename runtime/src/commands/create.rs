@@ -59,7 +59,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
     let plan = Plan::new(linux.namespaces().as_deref().unwrap_or(&[]))?;
     let cgroup = crate::cgroups::config_for(spec, &a.id, g.systemd_cgroup)?;
     let (filter, console) =
-        super::filter_and_console(linux.seccomp().as_ref(), a.console_socket.as_deref())?;
+        super::filter_and_console(g, linux.seccomp().as_ref(), a.console_socket.as_deref())?;
 
     // Everything that can be checked has been: from here on we change state,
     // and undo it on failure.

@@ -143,7 +143,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
         .collect();
     let plan = Plan::new(&joined)?;
     let (filter, console) =
-        super::filter_and_console(linux.seccomp().as_ref(), a.console_socket.as_deref())?;
+        super::filter_and_console(g, linux.seccomp().as_ref(), a.console_socket.as_deref())?;
     let pid_file = a.pid_file.as_deref().map(super::absolute).transpose()?;
     let forwarder = if a.detach {
         None

@@ -25,13 +25,18 @@ pub struct Global {
 /// seccomp filter (so a bad profile fails early) and the connection to
 /// `--console-socket` (made before the container's root hides its path).
 pub fn filter_and_console(
+    g: &Global,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     console_socket: Option<&std::path::Path>,
 ) -> anyhow::Result<(
     Option<crate::seccomp::Filter>,
     Option<std::os::unix::net::UnixStream>,
 )> {
-    let filter = seccomp.map(crate::seccomp::compile).transpose()?;
+    // Not a valid container id, so never taken for a container's directory.
+    let cache = g.root.path.join(".seccomp-cache");
+    let filter = seccomp
+        .map(|p| crate::seccomp::compile_cached(p, &cache))
+        .transpose()?;
     let console = console_socket.map(crate::console::connect).transpose()?;
     Ok((filter, console))
 }
