@@ -94,6 +94,7 @@ fn create_start_state_kill_delete() {
     // The container's init is in its cgroup before it runs anything.
     let procs = std::fs::read_to_string(cgroup_dir("pids", &c.id).join("cgroup.procs")).unwrap();
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    in_its_cgroup_everywhere(pid, &c.id);
 
     rt.run(["start", &c.id]).ok();
     assert_eq!(rt.state(&c.id)["status"], "running");
@@ -229,6 +230,20 @@ fn exec_runs_in_the_container_and_returns_its_status() {
     assert_eq!(r.stdout, "hi /etc berth\nsleep 100 ");
     let r = rt.run(["exec", &c.id, "sh", "-c", "exit 7"]);
     assert_eq!(r.code, 7);
+    // An exec'd process joins the container's cgroup in every hierarchy.
+    let pid_file = b.dir.join("exec.pid");
+    rt.run([
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &c.id,
+        "sleep",
+        "100",
+    ])
+    .ok();
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    in_its_cgroup_everywhere(pid, &c.id);
     // User switch.
     let r = rt.run(["exec", "--user", "65534:65534", &c.id, "id"]).ok();
     assert_eq!(r.stdout.trim(), "uid=65534(nobody) gid=65534(nobody)");
@@ -315,4 +330,24 @@ fn run_true_many_times_never_hangs() {
         std::mem::forget(c); // deleted by run itself
     }
     eprintln!("{n} runs of /bin/true in {:?}", start.elapsed());
+}
+
+/// `pid` is in the container's cgroup in every v1 hierarchy with a
+/// controller (the named systemd one and the v2 mount are not managed).
+fn in_its_cgroup_everywhere(pid: i64, id: &str) {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let managed: Vec<&str> = own
+        .lines()
+        .filter(|l| {
+            let ctrls = l.split(':').nth(1).unwrap_or("");
+            !ctrls.is_empty() && !ctrls.starts_with("name=")
+        })
+        .collect();
+    assert!(!managed.is_empty(), "{own}");
+    for l in managed {
+        assert!(
+            l.ends_with(&format!("/{id}")),
+            "{pid} outside its cgroup: {l}\n{own}"
+        );
+    }
 }

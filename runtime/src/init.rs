@@ -45,6 +45,10 @@ pub struct InitArgs<'a> {
     pub preserve_fds: i32,
     pub seccomp: Option<&'a Filter>,
     pub cgroup_path: PathBuf,
+    /// The cgroup directories this process moves itself into first thing
+    /// (cgroup v1, see `cgroups::prepare_self_join`); None when the runtime
+    /// moves it.
+    pub cgroup_self_join: Option<&'a [PathBuf]>,
     pub container_id: &'a str,
 }
 
@@ -86,6 +90,12 @@ fn wait_for(ch: &Channel, want: fn(&Msg) -> bool) -> Res<Msg> {
 }
 
 fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
+    // Before anything else (a fork into a pid namespace included), so every
+    // process of the container starts inside its cgroup. The runtime applies
+    // the limits meanwhile and says Go once they are in place.
+    if let Some(dirs) = a.cgroup_self_join {
+        crate::cgroups::join_self(dirs)?;
+    }
     wait_for(&a.channel, |m| *m == Msg::Go)?;
     let plan = a.plan;
     let linux = a.spec.linux().as_ref();

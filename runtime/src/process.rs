@@ -42,6 +42,17 @@ pub enum CgroupAction<'a> {
     Join(&'a CgroupConfig),
 }
 
+impl CgroupAction<'_> {
+    /// What is left for the runtime once the child moved itself into the
+    /// cgroup (`InitArgs::cgroup_self_join`): only a new container's limits.
+    fn after_self_join(&self) -> Result<(), crate::cgroups::CgroupError> {
+        match self {
+            CgroupAction::Setup(cfg, res) => crate::cgroups::apply_limits(cfg, *res),
+            CgroupAction::Join(_) => Ok(()),
+        }
+    }
+}
+
 pub struct Launch<'a> {
     pub init: InitArgs<'a>,
     pub parent: Channel,
@@ -169,6 +180,7 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
     let mut pid = ret as i32;
     let mut reaper = Reaper { pids: vec![pid] };
     let plan = init.plan;
+    let self_joined = init.cgroup_self_join.is_some();
     // Close our copy of the child's end of the channel (and anything else
     // only the child needed) so the child's death reads as EOF.
     drop(init);
@@ -178,6 +190,7 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
         write_map(pid, "gid_map", gid_mappings)?;
     }
     match cgroup {
+        _ if self_joined => cgroup.after_self_join()?,
         CgroupAction::Setup(cfg, res) => crate::cgroups::setup_for(cfg, res, pid)?,
         CgroupAction::Join(cfg) => crate::cgroups::join(cfg, pid)?,
     }

@@ -81,6 +81,13 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
     let (parent, child) = Channel::pair()?;
     let parent_end = parent.raw();
     cleanup.cgroup = Some(&cgroup);
+    // A process in a new user namespace may not write the host's cgroup
+    // files: the runtime moves it then.
+    let self_join = if plan.new_user {
+        None
+    } else {
+        crate::cgroups::prepare_self_join(&cgroup)?
+    };
     let launched = launch(Launch {
         init: InitArgs {
             mode: InitMode::Init,
@@ -101,6 +108,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
             preserve_fds: a.preserve_fds,
             seccomp: filter.as_ref(),
             cgroup_path: cgroup.path.clone(),
+            cgroup_self_join: self_join.as_deref(),
             container_id: &a.id,
         },
         parent,

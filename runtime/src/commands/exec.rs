@@ -155,6 +155,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
     let (parent, child) = Channel::pair()?;
     let parent_end = parent.raw();
+    let self_join = crate::cgroups::prepare_self_join(&c.cgroup)?;
     let launched = launch(Launch {
         init: InitArgs {
             mode: InitMode::Exec,
@@ -175,6 +176,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
             preserve_fds: a.preserve_fds,
             seccomp: filter.as_ref(),
             cgroup_path: c.cgroup.path.clone(),
+            cgroup_self_join: self_join.as_deref(),
             container_id: &c.id,
         },
         parent,
