@@ -29,6 +29,9 @@ pub enum Call {
         /// TYPE:SOURCE[:OPT,OPT...], repeatable.
         #[arg(long = "mount")]
         mounts: Vec<String>,
+        /// Start it too, over the same connection (as a manager does).
+        #[arg(long)]
+        start: bool,
     },
     Start {
         id: String,
@@ -146,6 +149,7 @@ async fn run(address: &str, call: Call) -> Result<()> {
             stdin,
             log,
             mounts,
+            start,
         } => {
             let rootfs = mounts
                 .iter()
@@ -164,7 +168,7 @@ async fn run(address: &str, call: Call) -> Result<()> {
                 .collect();
             let r = c
                 .create(CreateRequest {
-                    id,
+                    id: id.clone(),
                     bundle,
                     rootfs,
                     terminal,
@@ -173,6 +177,13 @@ async fn run(address: &str, call: Call) -> Result<()> {
                 })
                 .await?
                 .into_inner();
+            if start {
+                c.start(StartRequest {
+                    id,
+                    exec_id: String::new(),
+                })
+                .await?;
+            }
             json!({ "pid": r.pid })
         }
         Call::Start { id, exec_id } => {
