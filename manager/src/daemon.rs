@@ -65,10 +65,9 @@ pub fn serve(config: Config) -> Result<()> {
         tracing::info!(socket = %socket.display(), root = %m.config.root.display(), "serving");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server =
-            crate::server::router(m.clone()).serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
+        let server = crate::server::serve(m.clone(), incoming, async {
+            let _ = stop_rx.await;
+        });
         tokio::pin!(server);
         let signalled = async {
             use tokio::signal::unix::{signal, SignalKind};

@@ -1,8 +1,10 @@
 //! The one place where berth's programs meet: the gRPC services and messages
 //! compiled from `proto/`, and the identifier rules that both the shim and the
-//! manager enforce. The runtime speaks runc's CLI instead and does not use it.
+//! manager enforce, plus what both servers share (`transport`, `memory`).
+//! The runtime speaks runc's CLI instead and does not use it.
 
 pub mod identifiers;
+pub mod memory;
 pub mod transport;
 
 pub mod events {

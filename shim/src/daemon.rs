@@ -229,13 +229,10 @@ fn serve_inner(args: &mut ShimArgs, ready: &mut std::fs::File) -> Result<()> {
         drop(std::mem::replace(ready, std::fs::File::open("/dev/null")?));
         let svc = ShimService { shim: shim.clone() };
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let trimmer = crate::memory::Trimmer::start();
-        let poked = move |req: tonic::Request<()>| {
-            trimmer.poke();
-            Ok(req)
-        };
+        // An idle shim gives back its code pages (berth_proto::memory).
+        let trimmer = berth_proto::memory::Trimmer::start();
         tonic::transport::Server::builder()
-            .add_service(ShimServer::with_interceptor(svc, poked))
+            .add_service(ShimServer::with_interceptor(svc, trimmer.interceptor()))
             .serve_with_incoming_shutdown(incoming, async move { shim.shutdown.notified().await })
             .await
             .context("serving")?;

@@ -4,8 +4,7 @@
 //! the gRPC API onto `task`, which drives the OCI runtime (`runtime`),
 //! mounts the rootfs (`mount`), owns stdio and CRI logs (`io`), learns every
 //! exit from `reaper`, and records events in the on-disk `events` journal.
-//! `ctl` is the small client for people and scripts; `memory` keeps an
-//! idle shim's resident code small.
+//! `ctl` is the small client for people and scripts.
 
 pub mod cli;
 pub mod ctl;
@@ -13,7 +12,6 @@ pub mod daemon;
 pub mod events;
 pub mod files;
 pub mod io;
-pub mod memory;
 pub mod mount;
 pub mod oom;
 pub mod reaper;

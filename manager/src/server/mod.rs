@@ -148,9 +148,19 @@ impl From<crate::metadata::MetadataError> for Status {
     }
 }
 
-/// Builds the tonic router with every service.
-pub fn router(m: Arc<Manager>) -> tonic::transport::server::Router {
+/// Serves every service on `incoming` until `shutdown`. Every request
+/// pokes the idle trimmer, which hands the daemon's code pages back once it
+/// is quiet (`berth_proto::memory`).
+pub async fn serve(
+    m: Arc<Manager>,
+    incoming: tokio_stream::wrappers::UnixListenerStream,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let trimmer = berth_proto::memory::Trimmer::start();
     tonic::transport::Server::builder()
+        .layer(tonic::service::interceptor::InterceptorLayer::new(
+            trimmer.interceptor(),
+        ))
         .add_service(pb::version_server::VersionServer::new(Version))
         .add_service(pb::namespaces_server::NamespacesServer::new(
             namespaces::Service(m.clone()),
@@ -174,6 +184,8 @@ pub fn router(m: Arc<Manager>) -> tonic::transport::server::Router {
             m.clone(),
         )))
         .add_service(pb::events_server::EventsServer::new(events::Service(m)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }
 
 struct Version;
