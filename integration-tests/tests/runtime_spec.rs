@@ -621,6 +621,35 @@ fn bad_input_changes_nothing() {
 }
 
 #[test]
+fn device_rules_on_cgroup_v2_are_refused_not_ignored() {
+    // A private mount namespace in which /sys/fs/cgroup is a cgroup2
+    // mount: the runtime sees a unified host. Its device rules would need
+    // an eBPF program this build cannot load; dropping them silently would
+    // give the container every device.
+    let rt = Runtime::new();
+    let (_d, b) = bundle(&["true"]);
+    let script = format!(
+        "mount -t cgroup2 none /sys/fs/cgroup && exec {} --root {} create --bundle {} v2dev",
+        rt.bin.display(),
+        rt.root.path().display(),
+        b.dir.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "created on v2 with device rules");
+    assert!(
+        err.contains("eBPF") && err.contains("device allow-list"),
+        "{err}"
+    );
+    assert_eq!(rt.run(["list", "-q"]).ok().stdout, "");
+    assert!(!rt.root.path().join("v2dev").exists());
+}
+
+#[test]
 fn json_log_lines_for_containerd() {
     let rt = Runtime::new();
     let log = rt.root.path().join("log.json");

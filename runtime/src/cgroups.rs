@@ -30,6 +30,12 @@ pub enum CgroupError {
          drop --systemd-cgroup to use cgroupfs"
     )]
     SystemdNeedsV2(String),
+    #[error(
+        "this host uses cgroup v2, where device rules are enforced by an eBPF program, \
+         which this build of berth-runtime cannot load: refusing to run a container \
+         without its device allow-list (remove linux.resources.devices to run it unrestricted)"
+    )]
+    V2DevicesUnsupported,
     #[error("systemd cgroupsPath must be \"slice:prefix:name\", got {0:?}")]
     BadSystemdPath(String),
     #[error(
@@ -87,6 +93,20 @@ pub fn config_for(spec: &Spec, id: &str, systemd: bool) -> Result<CgroupConfig, 
         systemd: false,
         name: id.to_owned(),
     })
+}
+
+/// Refuses what the cgroup setup cannot enforce, before anything is made:
+/// on v2 device rules need an eBPF program, which `libcgroups` loads only
+/// with a feature (and libbpf) this build does not carry. Ignoring them, as
+/// `libcgroups` would, silently gives the container every device.
+pub fn check_enforceable(resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+    let has_rules = resources
+        .and_then(|r| r.devices().as_ref())
+        .is_some_and(|d| !d.is_empty());
+    if has_rules && matches!(setup()?, CgroupSetup::Unified) {
+        return Err(CgroupError::V2DevicesUnsupported);
+    }
+    Ok(())
 }
 
 fn manager(cfg: &CgroupConfig) -> Result<AnyCgroupManager, CgroupError> {
