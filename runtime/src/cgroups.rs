@@ -31,11 +31,17 @@ pub enum CgroupError {
     )]
     SystemdNeedsV2(String),
     #[error(
-        "this host uses cgroup v2, where device rules are enforced by an eBPF program, \
-         which this build of berth-runtime cannot load: refusing to run a container \
-         without its device allow-list (remove linux.resources.devices to run it unrestricted)"
+        "changing device rules of a running container on cgroup v2 is not supported \
+         (its eBPF filter is fixed at create): recreate the container"
     )]
-    V2DevicesUnsupported,
+    V2DeviceUpdate,
+    #[error(
+        "device rules with the systemd driver on cgroup v2 are not supported by this build: \
+         refusing to run a container without its device allow-list"
+    )]
+    V2SystemdDevices,
+    #[error(transparent)]
+    DevFilter(#[from] crate::devfilter::DevFilterError),
     #[error("systemd cgroupsPath must be \"slice:prefix:name\", got {0:?}")]
     BadSystemdPath(String),
     #[error(
@@ -95,17 +101,47 @@ pub fn config_for(spec: &Spec, id: &str, systemd: bool) -> Result<CgroupConfig, 
     })
 }
 
-/// Refuses what the cgroup setup cannot enforce, before anything is made:
-/// on v2 device rules need an eBPF program, which `libcgroups` loads only
-/// with a feature (and libbpf) this build does not carry. Ignoring them, as
-/// `libcgroups` would, silently gives the container every device.
-pub fn check_enforceable(resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
-    let has_rules = resources
-        .and_then(|r| r.devices().as_ref())
-        .is_some_and(|d| !d.is_empty());
-    if has_rules && matches!(setup()?, CgroupSetup::Unified) {
-        return Err(CgroupError::V2DevicesUnsupported);
+/// Refuses, before anything is made, device rules this runtime cannot
+/// enforce on cgroup v2: with the systemd driver, and changes to a running
+/// container's (`update`). Ignoring them, as `libcgroups` would, silently
+/// gives the container every device.
+pub fn check_enforceable(
+    cfg: &CgroupConfig,
+    resources: Option<&LinuxResources>,
+    update: bool,
+) -> Result<(), CgroupError> {
+    if device_rules(resources).is_empty() || !matches!(setup()?, CgroupSetup::Unified) {
+        return Ok(());
     }
+    if update {
+        return Err(CgroupError::V2DeviceUpdate);
+    }
+    if cfg.systemd {
+        return Err(CgroupError::V2SystemdDevices);
+    }
+    Ok(())
+}
+
+fn device_rules(resources: Option<&LinuxResources>) -> &[oci_spec::runtime::LinuxDeviceCgroup] {
+    resources
+        .and_then(|r| r.devices().as_deref())
+        .unwrap_or_default()
+}
+
+/// On cgroup v2 with cgroupfs, the spec's device rules become an eBPF
+/// filter on the container's cgroup (`devfilter`); no rules, no filter, as
+/// on v1 where the devices controller then allows everything.
+fn v2_device_filter(
+    cfg: &CgroupConfig,
+    resources: Option<&LinuxResources>,
+) -> Result<(), CgroupError> {
+    let spec = device_rules(resources);
+    if spec.is_empty() || cfg.systemd || !matches!(setup()?, CgroupSetup::Unified) {
+        return Ok(());
+    }
+    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
+    let dir = Path::new(common::DEFAULT_CGROUP_ROOT).join(rel);
+    crate::devfilter::attach(&dir, &crate::devfilter::rules(spec)?)?;
     Ok(())
 }
 
@@ -146,7 +182,8 @@ pub fn setup_for(
     }
     let m = manager(cfg)?;
     m.add_task(Pid::from_raw(pid)).map_err(|e| err(cfg, e))?;
-    apply(cfg, &m, resources)
+    apply(cfg, &m, resources)?;
+    v2_device_filter(cfg, resources)
 }
 
 fn apply(

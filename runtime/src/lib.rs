@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod container;
+pub mod devfilter;
 pub mod exe;
 pub mod hooks;
 pub mod id;
