@@ -609,13 +609,22 @@ fn bad_input_changes_nothing() {
     rt.run(["--systemd-cgroup", "create", "--bundle", bd, "c4"])
         .fails("systemd is not running");
 
+    let (_d4, escape) = bundle(&["true"]);
+    escape
+        .edit_config(|c| c["linux"]["cgroupsPath"] = json!("/berth/../../escape"))
+        .unwrap();
+    rt.run(["create", "--bundle", escape.dir.to_str().unwrap(), "c5"])
+        .fails("would leave the cgroup hierarchy");
+    assert!(!std::path::Path::new("/sys/fs/cgroup/escape").exists());
+    assert!(!std::path::Path::new("/sys/fs/escape").exists());
+
     // None of the failures left a container, a directory or a cgroup.
     assert_eq!(rt.run(["list", "-q"]).ok().stdout, "");
     let leftovers: Vec<_> = std::fs::read_dir(rt.root.path())
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    for id in ["c1", "c2", "c3", "c4"] {
+    for id in ["c1", "c2", "c3", "c4", "c5"] {
         assert!(!cgroup_dir("pids", id).exists());
     }
 }

@@ -42,6 +42,8 @@ pub enum CgroupError {
     V2SystemdDevices,
     #[error(transparent)]
     DevFilter(#[from] crate::devfilter::DevFilterError),
+    #[error("cgroupsPath {0:?} must not contain \"..\": it would leave the cgroup hierarchy")]
+    PathEscapes(String),
     #[error("systemd cgroupsPath must be \"slice:prefix:name\", got {0:?}")]
     BadSystemdPath(String),
     #[error(
@@ -94,6 +96,12 @@ pub fn config_for(spec: &Spec, id: &str, systemd: bool) -> Result<CgroupConfig, 
         });
     }
     let path = given.unwrap_or_else(|| PathBuf::from(format!("/{id}")));
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(CgroupError::PathEscapes(path.display().to_string()));
+    }
     Ok(CgroupConfig {
         path,
         systemd: false,
