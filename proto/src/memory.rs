@@ -80,17 +80,20 @@ impl Trimmer {
     /// Starts the background task (inside a tokio runtime).
     pub fn start() -> Trimmer {
         let poke = Arc::new(tokio::sync::Notify::new());
-        let ranges = code_ranges();
         let p = poke.clone();
         tokio::spawn(async move {
-            if ranges.is_empty() {
-                return;
-            }
+            // Found at the first quiet moment, not at start-up: reading
+            // smaps must not delay the first request.
+            let mut ranges = None;
             loop {
                 p.notified().await;
                 // Pokes during the quiet period restart it.
                 while tokio::time::timeout(QUIET, p.notified()).await.is_ok() {}
-                release(&ranges);
+                let r = ranges.get_or_insert_with(code_ranges);
+                if r.is_empty() {
+                    return;
+                }
+                release(r);
             }
         });
         poke.notify_one();
