@@ -32,10 +32,8 @@ pub struct RunArgs {
     /// window; ctrl-p ctrl-q detaches).
     #[arg(short, long)]
     tty: bool,
-    /// Keys that detach from a terminal, leaving the process running
-    /// (docker's notation; "" turns detaching off).
-    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
-    detach_keys: super::terminal::DetachKeys,
+    #[command(flatten)]
+    keys: super::terminal::DetachKeysArg,
     /// Set an environment variable (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -281,7 +279,7 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
     let session = Session {
         stdin: a.interactive,
         tty: a.tty,
-        detach_keys: a.detach_keys.0.clone(),
+        detach_keys: a.keys.detach_keys.0.clone(),
     };
     let _raw = session.raw_mode();
     start_task(c, &id, Some(&session), a.rm).await
@@ -367,10 +365,8 @@ pub struct StartArgs {
     /// Forward stdin (with -a).
     #[arg(short, long)]
     interactive: bool,
-    /// Keys that detach from a terminal, leaving the process running
-    /// (docker's notation; "" turns detaching off).
-    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
-    detach_keys: super::terminal::DetachKeys,
+    #[command(flatten)]
+    keys: super::terminal::DetachKeysArg,
     #[arg(required = true)]
     ids: Vec<String>,
 }
@@ -415,7 +411,7 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
         let session = a.attach.then(|| Session {
             stdin: a.interactive,
             tty,
-            detach_keys: a.detach_keys.0.clone(),
+            detach_keys: a.keys.detach_keys.0.clone(),
         });
         let _raw = session.as_ref().and_then(Session::raw_mode);
         code = start_task(c, id, session.as_ref(), auto_remove).await?;
@@ -440,7 +436,7 @@ pub async fn attach_cmd(c: &Client, a: AttachArgs) -> Result<i32> {
     let session = Session {
         stdin: a.interactive,
         tty,
-        detach_keys: a.detach_keys.0,
+        detach_keys: a.keys.detach_keys.0,
     };
     let _raw = session.raw_mode();
     let (output, started) = attach(c, id, "", &session).await?;
@@ -508,10 +504,8 @@ pub struct AttachArgs {
     /// Forward this terminal's input.
     #[arg(short, long)]
     interactive: bool,
-    /// Keys that detach from a terminal, leaving the process running
-    /// (docker's notation; "" turns detaching off).
-    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
-    detach_keys: super::terminal::DetachKeys,
+    #[command(flatten)]
+    keys: super::terminal::DetachKeysArg,
     id: String,
 }
 
@@ -676,10 +670,8 @@ pub struct ExecArgs {
     /// resized with the window; ctrl-p ctrl-q detaches).
     #[arg(short, long)]
     tty: bool,
-    /// Keys that detach from a terminal, leaving the process running
-    /// (docker's notation; "" turns detaching off).
-    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
-    detach_keys: super::terminal::DetachKeys,
+    #[command(flatten)]
+    keys: super::terminal::DetachKeysArg,
     /// Add or replace an environment variable (KEY=VALUE).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -758,7 +750,7 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
     let session = Session {
         stdin: a.interactive,
         tty: a.tty,
-        detach_keys: a.detach_keys.0.clone(),
+        detach_keys: a.keys.detach_keys.0.clone(),
     };
     let _raw = session.raw_mode();
     let (output, started) = attach(c, &id, &exec_id, &session).await?;

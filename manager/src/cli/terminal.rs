@@ -95,6 +95,15 @@ pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// `--detach-keys`, shared by run, start, attach and exec.
+#[derive(Debug, clap::Args)]
+pub struct DetachKeysArg {
+    /// Keys that detach from a terminal, leaving the process running
+    /// (docker's notation; "" turns detaching off).
+    #[arg(long, env = "BERTH_DETACH_KEYS", default_value = DEFAULT_DETACH_KEYS)]
+    pub detach_keys: DetachKeys,
+}
+
 /// The `--detach-keys` option, parsed.
 #[derive(Debug, Clone)]
 pub struct DetachKeys(pub Vec<u8>);
