@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_millis(250);
+/// An OOM kill of the init is reported at its exit, before it, whatever
+/// the poll; the poll only finds kills of other processes, for which a
+/// second is soon enough, and an idle shim should rarely wake.
+const POLL: Duration = Duration::from_secs(1);
 
 fn v1_memory_mount() -> Option<PathBuf> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
