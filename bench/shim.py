@@ -122,9 +122,30 @@ class Containerd:
         self.ids = []
 
 
+def bench_parents():
+    """containerd's runc puts namespace "bench"'s containers under
+    /bench in every hierarchy: the parent directories it may create."""
+    root = "/sys/fs/cgroup"
+    return {os.path.join(root, h, "bench") for h in os.listdir(root)
+            if os.path.isdir(os.path.join(root, h)) and not os.path.islink(os.path.join(root, h))}
+
+
 def main():
     work, shim, runtime, fixtures, ctd_address = sys.argv[1:6]
     n = int(os.environ.get("BENCH_SHIMS", "50"))
+    existing = {p for p in bench_parents() if os.path.isdir(p)}
+    try:
+        run(work, shim, runtime, fixtures, ctd_address, n)
+    finally:
+        # Leave no empty parent cgroup behind that this run created.
+        for p in sorted(bench_parents() - existing):
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass
+
+
+def run(work, shim, runtime, fixtures, ctd_address, n):
     os.makedirs(f"{work}/logs", exist_ok=True)
     berth = Berth(work, shim, runtime, fixtures)
     ctd = Containerd(ctd_address)
