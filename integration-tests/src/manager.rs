@@ -192,6 +192,25 @@ impl Daemon {
         serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
     }
+
+    /// Snapshots other than committed image layers: what containers left.
+    pub fn uncommitted_snapshots(&self) -> Vec<serde_json::Value> {
+        let snaps = self.json(&["snapshots", "--json"]);
+        snaps
+            .as_array()
+            .unwrap_or_else(|| panic!("snapshots --json: not a list: {snaps}"))
+            .iter()
+            .filter(|x| x["kind"] != "committed")
+            .cloned()
+            .collect()
+    }
+
+    /// Task bundles left in the default namespace's state directory.
+    pub fn bundles_left(&self) -> usize {
+        std::fs::read_dir(self.dir().join("state/tasks/default"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
 }
 
 /// Mount points under `dir`, deepest first.

@@ -201,21 +201,9 @@ async fn run_exit_codes_and_logs() {
     assert_eq!(api.wait("killed").await.exit_status, 137);
     api.remove("killed").await;
     // Nothing of the containers is left: snapshots, bundles, records.
-    let snaps = s.d.json(&["snapshots", "--json"]);
-    assert!(
-        snaps
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["kind"] == "committed"),
-        "{snaps}"
-    );
-    assert!(
-        std::fs::read_dir(s.d.dir().join("state/tasks/default"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0
-    );
+    let snaps = s.d.uncommitted_snapshots();
+    assert!(snaps.is_empty(), "{snaps:?}");
+    assert!(s.d.bundles_left() == 0);
     let err = api
         .create("x", "127.0.0.1:1/none:latest", sh("true"), &[])
         .await
@@ -615,19 +603,9 @@ async fn a_crash_during_creates_leaves_nothing_half_made() {
     // ...and nothing else is left: no snapshot but the image's, no bundle,
     // no shim, no mount.
     s.d.ok(&["gc"]);
-    let snaps = s.d.json(&["snapshots", "--json"]);
-    assert!(
-        snaps
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["kind"] == "committed"),
-        "{snaps}"
-    );
-    let bundles = std::fs::read_dir(s.d.dir().join("state/tasks/default"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(bundles, 0, "bundles left");
+    let snaps = s.d.uncommitted_snapshots();
+    assert!(snaps.is_empty(), "{snaps:?}");
+    assert_eq!(s.d.bundles_left(), 0, "bundles left");
     let mounts = berth_integration_tests::manager::mounts_under(s.d.dir());
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     let shims = std::process::Command::new("pgrep")
@@ -649,21 +627,9 @@ async fn a_hundred_containers_come_and_go() {
         let (code, _) = api.run(&format!("many{i}"), &s.image, sh("exit 0")).await;
         assert_eq!(code, 0);
     }
-    let snaps = s.d.json(&["snapshots", "--json"]);
-    assert!(
-        snaps
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["kind"] == "committed"),
-        "{snaps}"
-    );
-    assert_eq!(
-        std::fs::read_dir(s.d.dir().join("state/tasks/default"))
-            .map(|d| d.count())
-            .unwrap_or(0),
-        0
-    );
+    let snaps = s.d.uncommitted_snapshots();
+    assert!(snaps.is_empty(), "{snaps:?}");
+    assert_eq!(s.d.bundles_left(), 0);
     assert!(berth_integration_tests::manager::mounts_under(s.d.dir()).is_empty());
     let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory/berth")
         .map(|d| {

@@ -276,11 +276,7 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
         println!("{id}");
         return Ok(0);
     }
-    let session = Session {
-        stdin: a.interactive,
-        tty: a.tty,
-        detach_keys: a.keys.detach_keys.0.clone(),
-    };
+    let session = Session::new(a.interactive, a.tty, &a.keys);
     let _raw = session.raw_mode();
     start_task(c, &id, Some(&session), a.rm).await
 }
@@ -408,11 +404,7 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
             .ok()
             .and_then(|v| v["process"]["terminal"].as_bool())
             .unwrap_or(false);
-        let session = a.attach.then(|| Session {
-            stdin: a.interactive,
-            tty,
-            detach_keys: a.keys.detach_keys.0.clone(),
-        });
+        let session = a.attach.then(|| Session::new(a.interactive, tty, &a.keys));
         let _raw = session.as_ref().and_then(Session::raw_mode);
         code = start_task(c, id, session.as_ref(), auto_remove).await?;
         if !a.attach {
@@ -433,11 +425,7 @@ pub async fn attach_cmd(c: &Client, a: AttachArgs) -> Result<i32> {
         .map_err(rpc)?
         .into_inner()
         .terminal;
-    let session = Session {
-        stdin: a.interactive,
-        tty,
-        detach_keys: a.keys.detach_keys.0,
-    };
+    let session = Session::new(a.interactive, tty, &a.keys);
     let _raw = session.raw_mode();
     let (output, started) = attach(c, id, "", &session).await?;
     let _ = started.send(());
@@ -490,6 +478,14 @@ struct Session {
 }
 
 impl Session {
+    fn new(stdin: bool, tty: bool, keys: &super::terminal::DetachKeysArg) -> Session {
+        Session {
+            stdin,
+            tty,
+            detach_keys: keys.detach_keys.0.clone(),
+        }
+    }
+
     /// Our terminal in raw mode while an interactive terminal session lasts.
     fn raw_mode(&self) -> Option<super::terminal::RawMode> {
         (self.tty && self.stdin).then(super::terminal::RawMode::enter)
@@ -747,11 +743,7 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         })
         .await
         .map_err(rpc)?;
-    let session = Session {
-        stdin: a.interactive,
-        tty: a.tty,
-        detach_keys: a.keys.detach_keys.0.clone(),
-    };
+    let session = Session::new(a.interactive, a.tty, &a.keys);
     let _raw = session.raw_mode();
     let (output, started) = attach(c, &id, &exec_id, &session).await?;
     let waiter = spawn_wait(c, &id, &exec_id);
