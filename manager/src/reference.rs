@@ -9,7 +9,7 @@
 //! of code check exactly.
 
 /// The default registry and its official-images namespace.
-pub const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 const OFFICIAL: &str = "library";
 const DEFAULT_TAG: &str = "latest";
@@ -104,20 +104,6 @@ impl ImageRef {
             tag,
             digest,
         })
-    }
-
-    /// `registry/repository[:tag][@digest]`: the name an image is kept under.
-    pub fn canonical(&self) -> String {
-        let mut s = format!("{}/{}", self.registry, self.repository);
-        if let Some(t) = &self.tag {
-            s.push(':');
-            s.push_str(t);
-        }
-        if let Some(d) = &self.digest {
-            s.push('@');
-            s.push_str(d);
-        }
-        s
     }
 }
 
@@ -235,10 +221,11 @@ fn check_digest(d: &str) -> Result<String, ReferenceError> {
 mod tests {
     use super::*;
 
+    /// The name the manager stores an image under, through the same path
+    /// pulls and lookups take.
     fn canon(s: &str) -> String {
-        ImageRef::parse(s)
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
-            .canonical()
+        let r = crate::remote::parse_reference(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        crate::remote::canonical_name(&r)
     }
 
     #[test]
