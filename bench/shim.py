@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
 WORKLOAD = "for i in $(seq 1 200); do echo log line $i; done; sleep 1000"
 
 
@@ -65,7 +66,7 @@ class Berth:
         b = self.bundle(tid, ["sh", "-c", WORKLOAD])
         t0 = time.perf_counter()
         addr = sh(self.shim, "start", *self.args(tid, b)).strip()
-        # One client connection for create and start, as the manager holds.
+        # Create with start: one call, one runtime `run --detach`.
         self.ctl(addr, "create", tid, "--bundle", b, "--log", f"{self.work}/logs/{tid}.log",
                  "--start")
         dt = time.perf_counter() - t0
@@ -131,11 +132,11 @@ def bench_parents():
 
 
 def main():
-    work, shim, runtime, fixtures, ctd_address = sys.argv[1:6]
+    work, shim, runtime, fixtures, bench, ctd_address = sys.argv[1:7]
     n = int(os.environ.get("BENCH_SHIMS", "50"))
     existing = {p for p in bench_parents() if os.path.isdir(p)}
     try:
-        run(work, shim, runtime, fixtures, ctd_address, n)
+        run(work, shim, runtime, fixtures, bench, ctd_address, n)
     finally:
         # Leave no empty parent cgroup behind that this run created.
         for p in sorted(bench_parents() - existing):
@@ -145,27 +146,27 @@ def main():
                 pass
 
 
-def run(work, shim, runtime, fixtures, ctd_address, n):
+def run(work, shim, runtime, fixtures, bench, ctd_address, n):
     os.makedirs(f"{work}/logs", exist_ok=True)
     berth = Berth(work, shim, runtime, fixtures)
     ctd = Containerd(ctd_address)
     results = {}
     for count in (1, n):
-        starts = [berth.run_one(f"b{count}-{i}") for i in range(count)]
+        for i in range(count):
+            berth.run_one(f"b{count}-{i}")
         time.sleep(0.5)
         results[("berth-shim", count)] = summarize(berth.pids())
-        if count == 1:
-            results["start_to_running_ms"] = statistics.median(starts) * 1e3
         berth.cleanup()
         for i in range(count):
             ctd.run_one(f"c{count}-{i}")
         time.sleep(0.5)
         results[("containerd-shim-runc-v2", count)] = summarize(ctd.pids())
         ctd.cleanup()
-    # Time to running: the shim path vs the runtime alone, interleaved.
+    # Time to running from a shell: two client processes (`berth-shim start`,
+    # then `berth-shim ctl create --start`) against one, interleaved.
     shim_t, rt_t = [], []
     b = berth.bundle("rt", ["sleep", "1000"])
-    for i in range(10):
+    for i in range(ROUNDS):
         shim_t.append(berth.run_one(f"t{i}"))
         berth.cleanup()
         t0 = time.perf_counter()
@@ -175,16 +176,26 @@ def run(work, shim, runtime, fixtures, ctd_address, n):
                        stderr=subprocess.DEVNULL)
         rt_t.append(time.perf_counter() - t0)
         sh(runtime, "--root", f"{work}/rt2", "delete", "-f", f"r{i}")
+    # Time to running as the manager sees it: one client process that runs
+    # `berth-shim start`, connects and creates with start, against the same
+    # process running `berth-runtime run --detach` (berth-bench shim-start).
+    timing = json.loads(sh(bench, "shim-start", "--shim", shim, "--runtime", runtime,
+                           "--work", f"{work}/timing", "--rounds", str(ROUNDS)))
     print(f"{'shim':<26}{'shims':>6}{'RSS MiB/shim':>14}{'PSS MiB/shim':>14}")
-    for (name, count), r in ((k, v) for k, v in results.items() if isinstance(k, tuple)):
+    for (name, count), r in results.items():
         print(f"{name:<26}{count:>6}{r['rss_mib']:>14.2f}{r['pss_mib']:>14.2f}")
     for count in (1, n):
         b_, c_ = results[("berth-shim", count)], results[("containerd-shim-runc-v2", count)]
         print(f"berth/containerd at {count}: RSS {b_['rss_mib'] / c_['rss_mib']:.2f}x  "
               f"PSS {b_['pss_mib'] / c_['pss_mib']:.2f}x")
+    t = timing
+    print(f"start to running, as the manager does (one client process, {t['rounds']} rounds): "
+          f"berth-shim start {t['shim_start_ms']:.1f} ms + connect {t['connect_ms']:.1f} ms + "
+          f"create with start {t['create_start_ms']:.1f} ms = {t['shim_total_ms']:.1f} ms, "
+          f"berth-runtime run -d {t['runtime_run_ms']:.1f} ms: {t['ratio']:.2f}x")
     ms, mr = statistics.median(shim_t) * 1e3, statistics.median(rt_t) * 1e3
-    print(f"start to running: berth-shim start, then create+start on one connection {ms:.1f} ms, "
-          f"berth-runtime run -d {mr:.1f} ms: {ms / mr:.2f}x")
+    print(f"start to running from a shell (berth-shim start, then berth-shim ctl create --start): "
+          f"{ms:.1f} ms, berth-runtime run -d {mr:.1f} ms: {ms / mr:.2f}x")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ impl Api {
             .create(self.req(pb::CreateTaskRequest {
                 container_id: id.into(),
                 log_path: String::new(),
+                start: false,
             }))
             .await
             .unwrap()
@@ -543,6 +544,7 @@ async fn a_crash_during_creates_leaves_nothing_half_made() {
                         .create(api.req(pb::CreateTaskRequest {
                             container_id: id,
                             log_path: String::new(),
+                            start: false,
                         }))
                         .await;
                 }

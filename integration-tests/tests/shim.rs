@@ -30,6 +30,7 @@ fn create_req(id: &str, bundle: &Path, log: &Path) -> CreateRequest {
         terminal: false,
         stdin: false,
         log_path: log.display().to_string(),
+        start: false,
     }
 }
 
@@ -197,6 +198,113 @@ async fn lifecycle_exit_code_logs_events_and_cleanup() {
         !b.dir.join("address").exists() && !sock.exists()
     })
     .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn create_with_start_runs_the_init_in_one_call() {
+    let shims = Shims::new();
+    let b = shims.bundle("cs", &["sh", "-c", "read x; echo got-$x; exit 3"]);
+    let addr = shims.start("cs", &b.dir);
+    let mut c = client(&addr).await;
+    let log = shims.dir.path().join("cs.log");
+
+    // A failing runtime: the error comes back and nothing is left created.
+    b.edit_config(|c| c["process"]["args"] = json!(["/no/such/binary"]))
+        .unwrap();
+    let e = c
+        .create(CreateRequest {
+            start: true,
+            ..create_req("cs", &b.dir, &log)
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("/no/such/binary"), "{}", e.message());
+    let list = std::process::Command::new(berth_integration_tests::bins::path("berth-runtime"))
+        .arg("--root")
+        .arg(shims.runtime_root())
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "");
+
+    b.edit_config(|c| c["process"]["args"] = json!(["sh", "-c", "read x; echo got-$x; exit 3"]))
+        .unwrap();
+    let pid = c
+        .create(CreateRequest {
+            start: true,
+            stdin: true,
+            ..create_req("cs", &b.dir, &log)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid;
+    let st = c
+        .state(StateRequest {
+            id: "cs".into(),
+            exec_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.status(), Status::Running);
+    assert_eq!(st.pid, pid);
+    // The init runs (it is waiting on its stdin, held by the shim).
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let e = c
+        .start(StartRequest {
+            id: "cs".into(),
+            exec_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let msgs = [
+        attach_request::Msg::Open(attach_request::Open {
+            id: "cs".into(),
+            exec_id: String::new(),
+            stdin: true,
+            stdout: false,
+            stderr: false,
+        }),
+        attach_request::Msg::Stdin(b"x1\n".to_vec()),
+        attach_request::Msg::CloseStdin(true),
+    ];
+    let mut out = c
+        .attach(tokio_stream::iter(
+            msgs.map(|m| AttachRequest { msg: Some(m) }),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    while out.next().await.is_some() {}
+    let w = c
+        .wait(WaitRequest {
+            id: "cs".into(),
+            exec_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.exit_status, 3);
+    wait_until("the log line", || !cri_entries(&log).is_empty()).await;
+    assert_eq!(cri_entries(&log)[0].2, "got-x1");
+    let topics: Vec<String> = c
+        .events(EventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .take(3)
+        .map(|e| e.unwrap().topic)
+        .collect()
+        .await;
+    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit"]);
+    c.delete(DeleteRequest {
+        id: "cs".into(),
+        exec_id: String::new(),
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -137,17 +137,7 @@ async fn restart(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> 
         Ok(_) | Err(TaskError::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    let t = task::create(m, ns, id, "").await?;
-    let h = m.tasks.get(ns, id)?;
-    h.client
-        .clone()
-        .start(shim::StartRequest {
-            id: id.to_owned(),
-            exec_id: String::new(),
-        })
-        .await
-        .map_err(TaskError::Shim)?;
-    let _ = t;
+    task::create(m, ns, id, "", true).await?;
     update_labels(m, ns, id, |r| {
         r.labels.remove(PENDING);
     })?;

@@ -145,6 +145,7 @@ pub async fn create(
     ns: &str,
     id: &str,
     log_path: &str,
+    start: bool,
 ) -> Result<pb::Task, TaskError> {
     let rec = container::get(m, ns, id)?;
     if rec.label(crate::restart::STOPPED) {
@@ -228,6 +229,7 @@ pub async fn create(
         terminal: rec.terminal(),
         stdin: rec.label(labels::STDIN),
         log_path: log_path.clone(),
+        start,
     };
     if let Err(e) = client.create(req).await {
         let _ = client.shutdown(shim::ShutdownRequest { now: true }).await;

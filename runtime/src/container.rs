@@ -214,7 +214,12 @@ impl Container {
         Status::Running
     }
 
-    /// Writes state.json atomically (temporary file, fsync, rename).
+    /// Writes state.json atomically (temporary file, rename). Not fsynced,
+    /// as runc does not: the state lives under /run, which a reboot empties
+    /// along with the containers it describes, and a crashed process's
+    /// writes are in the page cache. The fsync cost 0.5-3 ms of every
+    /// create here, and on a disk mounted with `discard` the blocks it
+    /// allocated made each later rename over the file a synchronous discard.
     pub fn save(&self) -> Result<(), ContainerError> {
         let io = |source| ContainerError::Io {
             id: self.id.clone(),
@@ -233,7 +238,6 @@ impl Container {
             .open(&tmp)
             .map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, self.dir.join(STATE_FILE)).map_err(io)
     }
 

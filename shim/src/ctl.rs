@@ -29,7 +29,8 @@ pub enum Call {
         /// TYPE:SOURCE[:OPT,OPT...], repeatable.
         #[arg(long = "mount")]
         mounts: Vec<String>,
-        /// Start it too, over the same connection (as a manager does).
+        /// Start it too, in the same call (the shim runs the runtime's
+        /// `run --detach`).
         #[arg(long)]
         start: bool,
     },
@@ -174,16 +175,10 @@ async fn run(address: &str, call: Call) -> Result<()> {
                     terminal,
                     stdin,
                     log_path: log,
+                    start,
                 })
                 .await?
                 .into_inner();
-            if start {
-                c.start(StartRequest {
-                    id,
-                    exec_id: String::new(),
-                })
-                .await?;
-            }
             json!({ "pid": r.pid })
         }
         Call::Start { id, exec_id } => {

@@ -113,10 +113,10 @@ pub fn start(mut args: ShimArgs) -> Result<()> {
     // SAFETY: single-threaded (no async runtime or thread exists yet), so
     // the child may go on running ordinary Rust code.
     match unsafe { nix::unistd::fork() }.context("forking the shim daemon")? {
-        nix::unistd::ForkResult::Parent { child } => {
+        nix::unistd::ForkResult::Parent { .. } => {
             drop(ready_w);
-            // The intermediate process exits at once.
-            let _ = nix::sys::wait::waitpid(child, None);
+            // Not waited for: the daemon is orphaned (and adopted by the
+            // caller's subreaper or init) when we exit.
             let mut msg = String::new();
             std::fs::File::from(ready_r)
                 .read_to_string(&mut msg)
@@ -142,17 +142,17 @@ pub fn start(mut args: ShimArgs) -> Result<()> {
     }
 }
 
-/// In the forked child: new session, second fork (so the daemon is nobody's
-/// child), stdio detached, then serve.
+/// In the forked child: new session, stdio detached, then serve.
+///
+/// One fork, not the classic two: the second only keeps a daemon that
+/// opens a terminal from acquiring it as its controlling terminal, and this
+/// one opens none (pty masters arrive over the console socket; files it
+/// opens by a client's path are opened with O_NOCTTY). The caller's
+/// `start` returns as soon as the daemon is ready, and the daemon is
+/// orphaned then, as the grandchild would have been.
 fn daemonize(args: &ShimArgs, log: std::fs::File, ready: OwnedFd) -> i32 {
     if nix::unistd::setsid().is_err() {
         return 1;
-    }
-    // SAFETY: still single-threaded.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Ok(nix::unistd::ForkResult::Parent { .. }) => return 0,
-        Err(_) => return 1,
     }
     // SAFETY: dup2 onto the standard fds, which the daemon means to replace.
     unsafe {

@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -79,7 +80,15 @@ impl CriLog {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            self.file = Some(OpenOptions::new().create(true).append(true).open(p)?);
+            // The shim is a session leader: a log path naming a terminal
+            // must not become its controlling terminal.
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .custom_flags(libc::O_NOCTTY)
+                    .open(p)?,
+            );
         }
         Ok(())
     }
@@ -178,10 +187,18 @@ impl Drop for PumpDone {
 }
 
 /// A tokio reader over a pipe or pty fd.
-pub fn async_reader(fd: OwnedFd) -> std::io::Result<tokio::fs::File> {
-    // tokio::fs::File does blocking reads on its blocking pool, which works
-    // for pipes and ptys alike (pty masters are not pollable as pipes).
-    Ok(tokio::fs::File::from_std(File::from(fd)))
+fn async_reader(fd: OwnedFd) -> std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
+    let st = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+        // Our read end of a pipe is ours alone: it is made non-blocking and
+        // polled, so a container's output costs no thread.
+        return Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+            fd,
+        )?));
+    }
+    // A pty master shares its file description with the stdin writer, which
+    // must stay blocking: read it on the blocking pool.
+    Ok(Box::new(tokio::fs::File::from_std(File::from(fd))))
 }
 
 /// A pipe; both ends close-on-exec (the runtime gets dup2'd copies).

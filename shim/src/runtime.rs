@@ -41,7 +41,6 @@ pub struct Runtime {
     pub bin: PathBuf,
     pub root: PathBuf,
     pub log: PathBuf,
-    pub cwd: PathBuf,
     reaper: Arc<Reaper>,
 }
 
@@ -60,7 +59,6 @@ impl Runtime {
             bin,
             root,
             log: bundle.join("runtime.log"),
-            cwd: bundle.to_path_buf(),
             reaper,
         }
     }
@@ -73,8 +71,11 @@ impl Runtime {
             .arg(&self.log)
             .arg("--log-format")
             .arg("json")
-            .args(args)
-            .current_dir(&self.cwd);
+            .args(args);
+        // The runtime runs in the shim's directory, the bundle (`start`
+        // went there): setting it again per command would rule out
+        // posix_spawn's vfork and make every runtime call a full fork of
+        // the shim.
         c
     }
 

@@ -115,18 +115,7 @@ impl ShimApi for ShimService {
     }
 
     async fn create(&self, r: Request<CreateRequest>) -> Res<CreateResponse> {
-        let r = r.into_inner();
-        let pid = self
-            .shim
-            .create(
-                &r.id,
-                &r.bundle,
-                &r.rootfs,
-                r.terminal,
-                r.stdin,
-                &r.log_path,
-            )
-            .await?;
+        let pid = self.shim.create(&r.into_inner()).await?;
         Ok(Response::new(CreateResponse { pid }))
     }
 

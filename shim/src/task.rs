@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use berth_proto::events::v1::{envelope::Event, topics, *};
-use berth_proto::shim::v1::{Mount, Status};
+use berth_proto::shim::v1::{CreateRequest, Status};
 use tokio::sync::{broadcast, watch};
 
 use crate::events::Journal;
@@ -99,6 +99,14 @@ impl Proc {
             pending_size: Mutex::new(None),
             spec,
             gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Created -> Running; a process whose exit was recorded stays Stopped.
+    fn mark_running(&self) {
+        let mut st = lock(&self.status);
+        if *st == Status::Created {
+            *st = Status::Running;
         }
     }
 
@@ -306,6 +314,16 @@ impl Shim {
         Ok(())
     }
 
+    fn publish_start(&self, id: &str, pid: u32) {
+        self.publish(
+            topics::TASK_START,
+            Event::TaskStart(TaskStart {
+                container_id: id.to_owned(),
+                pid,
+            }),
+        );
+    }
+
     fn publish_oom(&self, id: &str) {
         self.publish(
             topics::TASK_OOM,
@@ -362,15 +380,18 @@ impl Shim {
         }
     }
 
-    pub async fn create(
-        self: &Arc<Self>,
-        id: &str,
-        bundle: &str,
-        rootfs: &[Mount],
-        terminal: bool,
-        stdin: bool,
-        log_path: &str,
-    ) -> Result<u32, TaskError> {
+    /// Creates a container, and starts its init too when `req.start` asks.
+    pub async fn create(self: &Arc<Self>, req: &CreateRequest) -> Result<u32, TaskError> {
+        let CreateRequest {
+            id,
+            bundle,
+            rootfs,
+            terminal,
+            stdin,
+            log_path,
+            start,
+        } = req;
+        let (id, terminal, stdin, start) = (id.as_str(), *terminal, *stdin, *start);
         berth_proto::identifiers::validate(id).map_err(|e| TaskError::Invalid(e.to_string()))?;
         if lock(&self.containers).contains_key(id) {
             return Err(TaskError::Exists(format!("container {id}")));
@@ -406,7 +427,7 @@ impl Shim {
             oom: Mutex::new(None),
         });
         let _gate = init.gate.lock().await;
-        let result = self.create_inner(&c, &bundle, terminal, stdin).await;
+        let result = self.create_inner(&c, &bundle, terminal, stdin, start).await;
         let pid = match result {
             Ok(pid) => pid,
             Err(e) => {
@@ -431,6 +452,12 @@ impl Shim {
                 pid,
             }),
         );
+        if start {
+            // Under the gate, so the exit (if it came already) is recorded
+            // after this.
+            init.mark_running();
+            self.publish_start(id, pid);
+        }
         Ok(pid)
     }
 
@@ -440,12 +467,20 @@ impl Shim {
         bundle: &Path,
         terminal: bool,
         stdin: bool,
+        start: bool,
     ) -> Result<u32, TaskError> {
         let mut wiring = wire(terminal, stdin)?;
         let pid_file = bundle.join("init.pid");
         let bundle_s = bundle.display().to_string();
         let pid_s = pid_file.display().to_string();
-        let mut args = vec!["create", "--bundle", &bundle_s, "--pid-file", &pid_s];
+        // `run --detach` is create and start in one runtime process: one
+        // exec and one state-file round trip fewer.
+        let mut args = if start {
+            vec!["run", "--detach"]
+        } else {
+            vec!["create"]
+        };
+        args.extend(["--bundle", &bundle_s, "--pid-file", &pid_s]);
         let console = wiring
             .console
             .as_ref()
@@ -474,20 +509,9 @@ impl Shim {
         let _gate = p.gate.lock().await;
         if exec_id.is_empty() {
             self.runtime.run(&["start", id], Stdio3::null()).await?;
-            // The process may already have exited (and been recorded).
-            let mut st = lock(&p.status);
-            if *st == Status::Created {
-                *st = Status::Running;
-            }
-            drop(st);
+            p.mark_running();
             let pid = p.pid();
-            self.publish(
-                topics::TASK_START,
-                Event::TaskStart(TaskStart {
-                    container_id: id.to_owned(),
-                    pid,
-                }),
-            );
+            self.publish_start(id, pid);
             return Ok(pid);
         }
         let spec_path = c.bundle.join(format!("exec-{exec_id}.json"));

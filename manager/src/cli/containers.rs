@@ -264,7 +264,9 @@ pub async fn create(c: &Client, a: RunArgs) -> Result<()> {
 
 pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
     let id = create_container(c, &a).await?;
-    if let Err(e) = create_task(c, &id).await {
+    // Detached, nothing attaches before the start: create and start in one
+    // call.
+    if let Err(e) = create_task(c, &id, a.detach).await {
         let _ = c
             .containers()
             .delete(pb::DeleteContainerRequest { id: id.clone() })
@@ -272,7 +274,6 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
         return Err(e);
     }
     if a.detach {
-        start_task(c, &id, None, false).await?;
         println!("{id}");
         return Ok(0);
     }
@@ -281,11 +282,12 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<i32> {
     start_task(c, &id, Some(&session), a.rm).await
 }
 
-async fn create_task(c: &Client, id: &str) -> Result<()> {
+async fn create_task(c: &Client, id: &str, start: bool) -> Result<()> {
     c.tasks()
         .create(pb::CreateTaskRequest {
             container_id: id.to_owned(),
             log_path: String::new(),
+            start,
         })
         .await
         .map_err(rpc)?;
@@ -387,13 +389,13 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
                     })
                     .await
                     .map_err(rpc)?;
-                create_task(c, id).await?;
+                create_task(c, id, false).await?;
             }
             Ok(t) if t.get_ref().status != shim::Status::Created as i32 => {
                 bail!("container {id} is already running")
             }
             Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::NotFound => create_task(c, id).await?,
+            Err(e) if e.code() == tonic::Code::NotFound => create_task(c, id, false).await?,
             Err(e) => return Err(rpc(e)),
         }
         let auto_remove = ct

@@ -62,7 +62,7 @@ impl pb::tasks_server::Tasks for Service {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         Ok(Response::new(
-            task::create(&self.0, &ns, &r.container_id, &r.log_path).await?,
+            task::create(&self.0, &ns, &r.container_id, &r.log_path, r.start).await?,
         ))
     }
 

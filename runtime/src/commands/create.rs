@@ -168,7 +168,11 @@ pub fn run(
 ) -> Result<i32> {
     if detach {
         let c = create(g, a)?;
-        super::start::start_container(&c)?;
+        if let Err(e) = super::start::start_container(&c) {
+            // As runc: a run that failed leaves no created container behind.
+            let _ = super::delete::destroy(&c, true);
+            return Err(e);
+        }
         return Ok(0);
     }
     // Block the signals we forward (and SIGCHLD) before the child exists, so
