@@ -192,7 +192,8 @@ def run(work, shim, runtime, fixtures, bench, ctd_address, n):
     print(f"start to running, as the manager does (one client process, {t['rounds']} rounds): "
           f"berth-shim start {t['shim_start_ms']:.1f} ms + connect {t['connect_ms']:.1f} ms + "
           f"create with start {t['create_start_ms']:.1f} ms = {t['shim_total_ms']:.1f} ms, "
-          f"berth-runtime run -d {t['runtime_run_ms']:.1f} ms: {t['ratio']:.2f}x")
+          f"berth-runtime run -d {t['runtime_run_ms']:.1f} ms: {t['ratio']:.2f}x "
+          f"(median of the rounds' ratios)")
     ms, mr = statistics.median(shim_t) * 1e3, statistics.median(rt_t) * 1e3
     print(f"start to running from a shell (berth-shim start, then berth-shim ctl create --start): "
           f"{ms:.1f} ms, berth-runtime run -d {mr:.1f} ms: {ms / mr:.2f}x")

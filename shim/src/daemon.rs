@@ -167,8 +167,7 @@ fn daemonize(args: &ShimArgs, log: std::fs::File, ready: OwnedFd) -> i32 {
     drop(log);
     let _ = std::env::set_current_dir(&args.bundle);
     let mut ready = std::fs::File::from(ready);
-    let mut args = args.clone();
-    match serve_inner(&mut args, &mut ready) {
+    match serve_inner(args, &mut ready) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(ready, "err {e:#}");
@@ -187,11 +186,12 @@ pub fn serve(mut args: ShimArgs) -> Result<()> {
             .try_clone_to_owned()
             .context("duplicating stdout")?,
     );
-    serve_inner(&mut args, &mut ready)
+    args.check()?;
+    serve_inner(&args, &mut ready)
 }
 
-fn serve_inner(args: &mut ShimArgs, ready: &mut std::fs::File) -> Result<()> {
-    args.check()?;
+/// Serves until shutdown; `args` were checked by the caller.
+fn serve_inner(args: &ShimArgs, ready: &mut std::fs::File) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
     let socket = socket_path(&args.socket_dir, &args.bundle)?;
     std::fs::DirBuilder::new()

@@ -61,6 +61,27 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Waits (at most 2 s) until `pid` has exited: gone, or a zombie its
+/// adopter has yet to reap.
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat)
+                if !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            _ => return,
+        }
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -138,7 +159,10 @@ async fn shim_start(
             ..Default::default()
         })
         .await?;
+        let shim_pid = c.info(()).await?.into_inner().shim_pid;
         c.shutdown(ShutdownRequest { now: false }).await?;
+        // The next measurement starts on a quiet machine.
+        wait_gone(shim_pid);
 
         let id = format!("r{i}");
         let t0 = Instant::now();
@@ -162,14 +186,17 @@ async fn shim_start(
             .args(["delete", "--force", &id])
             .status()?;
     }
-    let (total, run) = (median(total), median(run));
+    // Each round's pair ran back to back, so the median of the per-round
+    // ratios is steadier than the ratio of medians when the machine's
+    // speed drifts during the run.
+    let ratios = total.iter().zip(&run).map(|(s, r)| s / r).collect();
     Ok(json!({
         "rounds": rounds,
         "shim_start_ms": median(spawn),
         "connect_ms": median(connect),
         "create_start_ms": median(create),
-        "shim_total_ms": total,
-        "runtime_run_ms": run,
-        "ratio": total / run,
+        "shim_total_ms": median(total),
+        "runtime_run_ms": median(run),
+        "ratio": median(ratios),
     }))
 }
