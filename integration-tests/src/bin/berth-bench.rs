@@ -94,6 +94,108 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The container both paths run.
 const ARGS: &[&str] = &["sleep", "1000"];
 
+/// Times of one start through a shim, in ms: `shim start`, connect,
+/// create with start, total.
+struct ShimTimes {
+    start: f64,
+    connect: f64,
+    create: f64,
+    total: f64,
+}
+
+/// Starts a shim for a new bundle, creates and starts the container over one
+/// connection (timed), then removes it all (not timed).
+async fn through_shim(
+    shim: &Path,
+    runtime: &Path,
+    work: &Path,
+    rt_root: &Path,
+    id: &str,
+) -> Result<ShimTimes> {
+    let b = bundle::busybox(&work.join("tasks").join(id), ARGS)?;
+    let t0 = Instant::now();
+    let out = Command::new(shim)
+        .arg("start")
+        .args(["--namespace", "bench", "--id", id])
+        .arg("--bundle")
+        .arg(&b.dir)
+        .arg("--runtime")
+        .arg(runtime)
+        .arg("--runtime-root")
+        .arg(rt_root)
+        .arg("--socket-dir")
+        .arg(work.join("s"))
+        .stdin(Stdio::null())
+        .output()
+        .context("running berth-shim start")?;
+    if !out.status.success() {
+        bail!("berth-shim start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let t1 = Instant::now();
+    let addr = String::from_utf8(out.stdout)?.trim().to_owned();
+    let mut c = ShimClient::new(berth_proto::transport::connect(&addr).await?);
+    let t2 = Instant::now();
+    c.create(CreateRequest {
+        id: id.to_owned(),
+        bundle: b.dir.display().to_string(),
+        log_path: work.join("logs").join(id).display().to_string(),
+        start: true,
+        ..Default::default()
+    })
+    .await?;
+    let t3 = Instant::now();
+    c.kill(KillRequest {
+        id: id.to_owned(),
+        signal: 9,
+        ..Default::default()
+    })
+    .await?;
+    c.wait(WaitRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    })
+    .await?;
+    c.delete(DeleteRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    })
+    .await?;
+    let shim_pid = c.info(()).await?.into_inner().shim_pid;
+    c.shutdown(ShutdownRequest { now: false }).await?;
+    wait_gone(shim_pid);
+    Ok(ShimTimes {
+        start: ms(t1 - t0),
+        connect: ms(t2 - t1),
+        create: ms(t3 - t2),
+        total: ms(t3 - t0),
+    })
+}
+
+/// `berth-runtime run --detach` (timed), then its delete (not timed).
+fn through_runtime(runtime: &Path, rt_root: &Path, bundle: &Path, id: &str) -> Result<f64> {
+    let t0 = Instant::now();
+    let st = Command::new(runtime)
+        .arg("--root")
+        .arg(rt_root)
+        .args(["run", "--detach", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let t = ms(t0.elapsed());
+    if !st.success() {
+        bail!("berth-runtime run --detach failed: {st}");
+    }
+    Command::new(runtime)
+        .arg("--root")
+        .arg(rt_root)
+        .args(["delete", "--force", id])
+        .status()?;
+    Ok(t)
+}
+
 async fn shim_start(
     shim: &Path,
     runtime: &Path,
@@ -103,99 +205,39 @@ async fn shim_start(
     std::fs::create_dir_all(work)?;
     let rt_root = work.join("rt");
     let rt_bundle = bundle::busybox(&work.join("rt-bundle"), ARGS)?;
-    let (mut spawn, mut connect, mut create, mut total, mut run) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut shims, mut run) = (vec![], vec![]);
     for i in 0..rounds {
-        let id = format!("s{i}");
-        let b = bundle::busybox(&work.join("tasks").join(&id), ARGS)?;
-        let t0 = Instant::now();
-        let out = Command::new(shim)
-            .arg("start")
-            .args(["--namespace", "bench", "--id", &id])
-            .arg("--bundle")
-            .arg(&b.dir)
-            .arg("--runtime")
-            .arg(runtime)
-            .arg("--runtime-root")
-            .arg(&rt_root)
-            .arg("--socket-dir")
-            .arg(work.join("s"))
-            .stdin(Stdio::null())
-            .output()
-            .context("running berth-shim start")?;
-        if !out.status.success() {
-            bail!("berth-shim start: {}", String::from_utf8_lossy(&out.stderr));
+        // Which path goes first alternates, so neither always runs in the
+        // other's wake.
+        if i % 2 == 0 {
+            shims.push(through_shim(shim, runtime, work, &rt_root, &format!("s{i}")).await?);
+            run.push(through_runtime(
+                runtime,
+                &rt_root,
+                &rt_bundle.dir,
+                &format!("r{i}"),
+            )?);
+        } else {
+            run.push(through_runtime(
+                runtime,
+                &rt_root,
+                &rt_bundle.dir,
+                &format!("r{i}"),
+            )?);
+            shims.push(through_shim(shim, runtime, work, &rt_root, &format!("s{i}")).await?);
         }
-        let t1 = Instant::now();
-        let addr = String::from_utf8(out.stdout)?.trim().to_owned();
-        let mut c = ShimClient::new(berth_proto::transport::connect(&addr).await?);
-        let t2 = Instant::now();
-        c.create(CreateRequest {
-            id: id.clone(),
-            bundle: b.dir.display().to_string(),
-            log_path: work.join("logs").join(&id).display().to_string(),
-            start: true,
-            ..Default::default()
-        })
-        .await?;
-        let t3 = Instant::now();
-        spawn.push(ms(t1 - t0));
-        connect.push(ms(t2 - t1));
-        create.push(ms(t3 - t2));
-        total.push(ms(t3 - t0));
-        c.kill(KillRequest {
-            id: id.clone(),
-            signal: 9,
-            ..Default::default()
-        })
-        .await?;
-        c.wait(WaitRequest {
-            id: id.clone(),
-            ..Default::default()
-        })
-        .await?;
-        c.delete(DeleteRequest {
-            id: id.clone(),
-            ..Default::default()
-        })
-        .await?;
-        let shim_pid = c.info(()).await?.into_inner().shim_pid;
-        c.shutdown(ShutdownRequest { now: false }).await?;
-        // The next measurement starts on a quiet machine.
-        wait_gone(shim_pid);
-
-        let id = format!("r{i}");
-        let t0 = Instant::now();
-        let st = Command::new(runtime)
-            .arg("--root")
-            .arg(&rt_root)
-            .args(["run", "--detach", "--bundle"])
-            .arg(&rt_bundle.dir)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        run.push(ms(t0.elapsed()));
-        if !st.success() {
-            bail!("berth-runtime run --detach failed: {st}");
-        }
-        Command::new(runtime)
-            .arg("--root")
-            .arg(&rt_root)
-            .args(["delete", "--force", &id])
-            .status()?;
     }
     // Each round's pair ran back to back, so the median of the per-round
     // ratios is steadier than the ratio of medians when the machine's
     // speed drifts during the run.
-    let ratios = total.iter().zip(&run).map(|(s, r)| s / r).collect();
+    let ratios = shims.iter().zip(&run).map(|(s, r)| s.total / r).collect();
+    let col = |f: fn(&ShimTimes) -> f64| median(shims.iter().map(f).collect());
     Ok(json!({
         "rounds": rounds,
-        "shim_start_ms": median(spawn),
-        "connect_ms": median(connect),
-        "create_start_ms": median(create),
-        "shim_total_ms": median(total),
+        "shim_start_ms": col(|t| t.start),
+        "connect_ms": col(|t| t.connect),
+        "create_start_ms": col(|t| t.create),
+        "shim_total_ms": col(|t| t.total),
         "runtime_run_ms": median(run),
         "ratio": median(ratios),
     }))
