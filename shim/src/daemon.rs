@@ -187,6 +187,9 @@ pub fn serve(mut args: ShimArgs) -> Result<()> {
             .context("duplicating stdout")?,
     );
     args.check()?;
+    // The runtime runs in the shim's directory, as under `start`.
+    std::env::set_current_dir(&args.bundle)
+        .with_context(|| format!("entering {}", args.bundle.display()))?;
     serve_inner(&args, &mut ready)
 }
 
