@@ -321,6 +321,33 @@ fn save_and_load_round_trip_between_namespaces() {
         v
     };
     assert_eq!(digests("other"), digests("default"));
+    // CREATED is when the image was built (its config's `created`), not
+    // when it was stored, as docker shows it.
+    let images = d.json(&["-n", "other", "images", "--json"]);
+    let busybox = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "docker.io/library/busybox:latest")
+        .unwrap();
+    assert_eq!(
+        berth_integration_tests::fixtures::image::FIXTURE_CREATED,
+        "2024-01-02T03:04:05Z"
+    );
+    let built = 1_704_164_645_i64;
+    assert_eq!(busybox["imageCreated"], built);
+    let table = d.ok(&["-n", "other", "images"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("docker.io/library/busybox:latest"))
+        .unwrap();
+    let days = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - built)
+        / 86400;
+    assert!(line.ends_with(&format!("{days} days ago")), "{line}");
     let (code, out, _) = {
         let o = d.cli(&[
             "-n",

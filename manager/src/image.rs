@@ -271,6 +271,17 @@ pub fn config(d: &Desc, bytes: &[u8]) -> Result<ImageConfiguration, ImageError> 
     parse("image config", d, bytes)
 }
 
+/// When the image was built: the config's `created`, in seconds since the
+/// epoch (None when absent, unreadable or not RFC 3339).
+pub fn created(store: &ContentStore, config_desc: &Desc) -> Option<i64> {
+    let bytes = store
+        .read_blob(&Digest::parse(&config_desc.digest).ok()?)
+        .ok()?;
+    let c = config(config_desc, &bytes).ok()?;
+    let t = chrono::DateTime::parse_from_rfc3339(c.created().as_deref()?).ok()?;
+    Some(t.timestamp())
+}
+
 /// The diff ids (digests of the uncompressed layers) from a config.
 pub fn diff_ids(d: &Desc, bytes: &[u8], layers: usize) -> Result<Vec<String>, ImageError> {
     let c = config(d, bytes)?;

@@ -44,6 +44,7 @@ fn image_json(i: &pb::Image) -> serde_json::Value {
         "unpacked": i.unpacked,
         "createdAt": i.created_at,
         "updatedAt": i.updated_at,
+        "imageCreated": i.image_created,
         "labels": i.labels,
     })
 }
@@ -168,7 +169,12 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
             t.digest.chars().take(19).collect::<String>(),
             human(i.size),
             if i.unpacked { "yes" } else { "no" },
-            age(i.created_at)
+            // As docker: when the image was built, not when it was stored.
+            if i.image_created > 0 {
+                age(i.image_created)
+            } else {
+                "N/A".to_owned()
+            }
         );
     }
     Ok(())

@@ -32,12 +32,16 @@ pub(crate) fn image_pb(m: &Manager, ns: &str, r: &ImageRecord) -> pb::Image {
         .iter()
         .map(|d| d.size)
         .sum::<u64>();
+    let resolved = image::resolve_local(&m.content, &r.target, &Platform::host()).ok();
     let unpacked = Driver::parse(&m.config.snapshotter).ok().is_some_and(|d| {
-        image::resolve_local(&m.content, &r.target, &Platform::host())
-            .ok()
+        resolved
+            .as_ref()
             .and_then(|res| image::chain_ids(&res.diff_ids).last().cloned())
             .is_some_and(|top| m.snapshots.exists(ns, d, &top).unwrap_or(false))
     });
+    let image_created = resolved
+        .and_then(|res| image::created(&m.content, &res.config))
+        .unwrap_or(0);
     pb::Image {
         name: r.name.clone(),
         target: Some(desc_pb(&r.target)),
@@ -46,6 +50,7 @@ pub(crate) fn image_pb(m: &Manager, ns: &str, r: &ImageRecord) -> pb::Image {
         updated_at: r.updated,
         size: size as i64,
         unpacked,
+        image_created,
     }
 }
 
