@@ -373,12 +373,16 @@ pub fn main() -> std::process::ExitCode {
 
 /// docker's codes for a command that could not be run in the container:
 /// 127 when it does not exist, 126 when it cannot be executed, else 125.
+/// Read from the runtime's message, which the shim passes on: berth-runtime
+/// names the errno, runc (Go) writes "executable file not found" and
+/// "permission denied".
 fn exec_failure_code(msg: &str) -> u8 {
+    let has = |words: &[&str]| words.iter().any(|w| msg.contains(w));
     if !msg.contains("exec: ") {
         125
-    } else if msg.contains("ENOENT") || msg.contains("No such file") {
+    } else if has(&["ENOENT", "No such file", "executable file not found"]) {
         127
-    } else if msg.contains("EACCES") || msg.contains("Permission denied") {
+    } else if has(&["EACCES", "Permission denied", "permission denied"]) {
         126
     } else {
         125
@@ -494,5 +498,40 @@ pub(crate) fn age(ts: i64) -> String {
         s if s < 3600 => format!("{} minutes ago", s / 60),
         s if s < 86400 => format!("{} hours ago", s / 3600),
         s => format!("{} days ago", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_failure_code;
+
+    #[test]
+    fn exec_failures_map_to_docker_codes() {
+        // berth-runtime's messages.
+        assert_eq!(
+            exec_failure_code("starting: exec: \"/nope\": ENOENT: No such file or directory"),
+            127
+        );
+        assert_eq!(
+            exec_failure_code("exec: \"/etc\": EACCES: Permission denied"),
+            126
+        );
+        // runc's.
+        assert_eq!(
+            exec_failure_code(
+                "runc create failed: unable to start container process: exec: \"nope\": \
+                 executable file not found in $PATH"
+            ),
+            127
+        );
+        assert_eq!(
+            exec_failure_code(
+                "unable to start container process: exec: \"/etc\": permission denied"
+            ),
+            126
+        );
+        // Anything else is berth's own failure.
+        assert_eq!(exec_failure_code("image not found: nope"), 125);
+        assert_eq!(exec_failure_code("exec: \"x\": EINVAL"), 125);
     }
 }
