@@ -34,6 +34,18 @@ fn create_req(id: &str, bundle: &Path, log: &Path) -> CreateRequest {
     }
 }
 
+/// The topics of the shim's first `n` events.
+async fn first_topics(c: &mut ShimClient<Channel>, n: usize) -> Vec<String> {
+    c.events(EventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .take(n)
+        .map(|e| e.unwrap().topic)
+        .collect()
+        .await
+}
+
 /// (stream, tag, text) of each CRI log entry.
 fn cri_entries(log: &Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(log)
@@ -289,15 +301,7 @@ async fn create_with_start_runs_the_init_in_one_call() {
     assert_eq!(w.exit_status, 3);
     wait_until("the log line", || !cri_entries(&log).is_empty()).await;
     assert_eq!(cri_entries(&log)[0].2, "got-x1");
-    let topics: Vec<String> = c
-        .events(EventsRequest { after_seq: 0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .take(3)
-        .map(|e| e.unwrap().topic)
-        .collect()
-        .await;
+    let topics = first_topics(&mut c, 3).await;
     assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit"]);
     c.delete(DeleteRequest {
         id: "cs".into(),
@@ -949,15 +953,7 @@ async fn deleting_a_created_container_reports_its_exit_first() {
     })
     .await
     .unwrap();
-    let topics: Vec<String> = c
-        .events(EventsRequest { after_seq: 0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .take(3)
-        .map(|e| e.unwrap().topic)
-        .collect()
-        .await;
+    let topics = first_topics(&mut c, 3).await;
     assert_eq!(topics, ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
     assert!(!Path::new("/sys/fs/cgroup/pids/never").exists());
 }

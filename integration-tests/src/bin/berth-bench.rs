@@ -209,22 +209,19 @@ async fn shim_start(
     for i in 0..rounds {
         // Which path goes first alternates, so neither always runs in the
         // other's wake.
-        if i % 2 == 0 {
-            shims.push(through_shim(shim, runtime, work, &rt_root, &format!("s{i}")).await?);
-            run.push(through_runtime(
-                runtime,
-                &rt_root,
-                &rt_bundle.dir,
-                &format!("r{i}"),
-            )?);
-        } else {
-            run.push(through_runtime(
-                runtime,
-                &rt_root,
-                &rt_bundle.dir,
-                &format!("r{i}"),
-            )?);
-            shims.push(through_shim(shim, runtime, work, &rt_root, &format!("s{i}")).await?);
+        let shim_first = i % 2 == 0;
+        let id = format!("s{i}");
+        if shim_first {
+            shims.push(through_shim(shim, runtime, work, &rt_root, &id).await?);
+        }
+        run.push(through_runtime(
+            runtime,
+            &rt_root,
+            &rt_bundle.dir,
+            &format!("r{i}"),
+        )?);
+        if !shim_first {
+            shims.push(through_shim(shim, runtime, work, &rt_root, &id).await?);
         }
     }
     // Each round's pair ran back to back, so the median of the per-round
