@@ -272,19 +272,22 @@ pub fn config(d: &Desc, bytes: &[u8]) -> Result<ImageConfiguration, ImageError> 
 }
 
 /// When the image was built: the config's `created`, in seconds since the
-/// epoch (None when absent, unreadable or not RFC 3339).
-pub fn created(store: &ContentStore, config_desc: &Desc) -> Option<i64> {
-    let bytes = store
-        .read_blob(&Digest::parse(&config_desc.digest).ok()?)
-        .ok()?;
-    let c = config(config_desc, &bytes).ok()?;
+/// epoch (None when absent or not RFC 3339).
+fn built_at(c: &ImageConfiguration) -> Option<i64> {
     let t = chrono::DateTime::parse_from_rfc3339(c.created().as_deref()?).ok()?;
     Some(t.timestamp())
 }
 
 /// The diff ids (digests of the uncompressed layers) from a config.
 pub fn diff_ids(d: &Desc, bytes: &[u8], layers: usize) -> Result<Vec<String>, ImageError> {
-    let c = config(d, bytes)?;
+    checked_diff_ids(d, &config(d, bytes)?, layers)
+}
+
+fn checked_diff_ids(
+    d: &Desc,
+    c: &ImageConfiguration,
+    layers: usize,
+) -> Result<Vec<String>, ImageError> {
     let ids = c.rootfs().diff_ids().clone();
     if ids.len() != layers {
         return Err(ImageError::LayerCount {
@@ -318,6 +321,8 @@ pub struct Resolved {
     pub config: Desc,
     pub layers: Vec<Desc>,
     pub diff_ids: Vec<String>,
+    /// The config's `created` (seconds since the epoch).
+    pub built_at: Option<i64>,
 }
 
 pub fn resolve_local(
@@ -336,12 +341,14 @@ pub fn resolve_local(
     }
     let m = manifest(&d, &bytes)?;
     let cbytes = store.read_blob(&Digest::parse(&m.config.digest)?)?;
-    let diff_ids = diff_ids(&m.config, &cbytes, m.layers.len())?;
+    let c = config(&m.config, &cbytes)?;
+    let diff_ids = checked_diff_ids(&m.config, &c, m.layers.len())?;
     Ok(Resolved {
         manifest: d,
         config: m.config,
         layers: m.layers,
         diff_ids,
+        built_at: built_at(&c),
     })
 }
 

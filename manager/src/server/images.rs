@@ -39,9 +39,7 @@ pub(crate) fn image_pb(m: &Manager, ns: &str, r: &ImageRecord) -> pb::Image {
             .and_then(|res| image::chain_ids(&res.diff_ids).last().cloned())
             .is_some_and(|top| m.snapshots.exists(ns, d, &top).unwrap_or(false))
     });
-    let image_created = resolved
-        .and_then(|res| image::created(&m.content, &res.config))
-        .unwrap_or(0);
+    let image_created = resolved.and_then(|res| res.built_at).unwrap_or(0);
     pb::Image {
         name: r.name.clone(),
         target: Some(desc_pb(&r.target)),
