@@ -654,19 +654,37 @@ fn device_rules_on_cgroup_v2_are_an_ebpf_filter() {
         c["root"]["readonly"] = json!(false);
     })
     .unwrap();
-    let (_d2, sleeper) = bundle(&["sleep", "100"]);
+    // A running container whose rules `update` extends: the block device
+    // 7:9 (a loop device) is refused at first, then opens, while the
+    // defaults still work.
+    let (_d2, sleeper) = bundle(&["sh", "-c", "mknod /dev/blk9 b 7 9; sleep 100"]);
+    sleeper
+        .edit_config(|c| {
+            for set in ["bounding", "effective", "permitted"] {
+                c["process"]["capabilities"][set]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_MKNOD"));
+            }
+            c["root"]["readonly"] = json!(false);
+        })
+        .unwrap();
     let rules = sleeper.dir.join("devices.json");
     std::fs::write(
         &rules,
-        r#"{"devices": [{"allow": true, "type": "c", "major": 1, "minor": 1, "access": "r"}]}"#,
+        r#"{"devices": [{"allow": true, "type": "b", "major": 7, "minor": 9, "access": "r"}]}"#,
     )
     .unwrap();
     let rtc = format!("{} --root {}", rt.bin.display(), rt.root.path().display());
+    let probe = "head -c1 /dev/blk9 >/dev/null 2>&1 && echo blk-ok; \
+                 head -c1 /dev/blk9 2>&1 >/dev/null; echo x > /dev/null && echo null-ok";
     let script = format!(
         "mount -t cgroup2 none /sys/fs/cgroup || exit 99; \
          {rtc} run --bundle {b} v2dev; \
-         {rtc} run -d --bundle {s} v2sleep >/dev/null 2>&1 </dev/null; \
+         {rtc} run -d --bundle {s} v2sleep >/dev/null 2>&1 </dev/null; sleep 0.2; \
+         echo before:; {rtc} exec v2sleep sh -c '{probe}'; \
          {rtc} update --resources {rules} v2sleep; echo update-rc=$?; \
+         echo after:; {rtc} exec v2sleep sh -c '{probe}'; \
          {rtc} delete -f v2sleep",
         b = b.dir.display(),
         s = sleeper.dir.display(),
@@ -691,9 +709,22 @@ fn device_rules_on_cgroup_v2_are_an_ebpf_filter() {
         stdout.contains("/dev/loop9: Operation not permitted"),
         "{stdout}{stderr}"
     );
-    // Device rules of a running container cannot be changed on v2.
-    assert!(stdout.contains("update-rc=1"), "{stdout}{stderr}");
-    assert!(stderr.contains("recreate the container"), "{stderr}");
+    // `update` replaced the running container's filter.
+    let (before, after) = stdout.split_once("after:").unwrap();
+    let before = before.split_once("before:").unwrap().1;
+    assert!(
+        before.contains("/dev/blk9: Operation not permitted")
+            && !before.contains("blk-ok")
+            && before.contains("null-ok"),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.contains("update-rc=0"), "{stdout}{stderr}");
+    assert!(
+        !after.contains("Operation not permitted")
+            && after.contains("blk-ok")
+            && after.contains("null-ok"),
+        "{stdout}{stderr}"
+    );
     assert_eq!(rt.run(["list", "-q"]).ok().stdout, "");
 }
 

@@ -31,11 +31,6 @@ pub enum CgroupError {
     )]
     SystemdNeedsV2(String),
     #[error(
-        "changing device rules of a running container on cgroup v2 is not supported \
-         (its eBPF filter is fixed at create): recreate the container"
-    )]
-    V2DeviceUpdate,
-    #[error(
         "device rules with the systemd driver on cgroup v2 are not supported by this build: \
          refusing to run a container without its device allow-list"
     )]
@@ -109,20 +104,15 @@ pub fn config_for(spec: &Spec, id: &str, systemd: bool) -> Result<CgroupConfig, 
     })
 }
 
-/// Refuses, before anything is made, device rules this runtime cannot
-/// enforce on cgroup v2: with the systemd driver, and changes to a running
-/// container's (`update`). Ignoring them, as `libcgroups` would, silently
-/// gives the container every device.
+/// Refuses, before anything is made or changed, device rules this runtime
+/// cannot enforce: on cgroup v2 with the systemd driver. Ignoring them, as
+/// `libcgroups` would, silently gives the container every device.
 pub fn check_enforceable(
     cfg: &CgroupConfig,
     resources: Option<&LinuxResources>,
-    update: bool,
 ) -> Result<(), CgroupError> {
     if device_rules(resources).is_empty() || !matches!(setup()?, CgroupSetup::Unified) {
         return Ok(());
-    }
-    if update {
-        return Err(CgroupError::V2DeviceUpdate);
     }
     if cfg.systemd {
         return Err(CgroupError::V2SystemdDevices);
@@ -139,9 +129,13 @@ fn device_rules(resources: Option<&LinuxResources>) -> &[oci_spec::runtime::Linu
 /// On cgroup v2 with cgroupfs, the spec's device rules become an eBPF
 /// filter on the container's cgroup (`devfilter`); no rules, no filter, as
 /// on v1 where the devices controller then allows everything.
+///
+/// `update` replaces the filter of a running container with one for the
+/// new rules.
 fn v2_device_filter(
     cfg: &CgroupConfig,
     resources: Option<&LinuxResources>,
+    update: bool,
 ) -> Result<(), CgroupError> {
     let spec = device_rules(resources);
     if spec.is_empty() || cfg.systemd || !matches!(setup()?, CgroupSetup::Unified) {
@@ -149,7 +143,12 @@ fn v2_device_filter(
     }
     let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
     let dir = Path::new(common::DEFAULT_CGROUP_ROOT).join(rel);
-    crate::devfilter::attach(&dir, &crate::devfilter::rules(spec)?)?;
+    let rules = crate::devfilter::rules(spec)?;
+    if update {
+        crate::devfilter::replace(&dir, &rules)?;
+    } else {
+        crate::devfilter::attach(&dir, &rules)?;
+    }
     Ok(())
 }
 
@@ -191,7 +190,7 @@ pub fn setup_for(
     let m = manager(cfg)?;
     m.add_task(Pid::from_raw(pid)).map_err(|e| err(cfg, e))?;
     apply(cfg, &m, resources)?;
-    v2_device_filter(cfg, resources)
+    v2_device_filter(cfg, resources, false)
 }
 
 fn apply(
@@ -399,7 +398,8 @@ pub fn apply_limits(
 /// Applies new limits to an existing container (`update`).
 pub fn update(cfg: &CgroupConfig, resources: &LinuxResources) -> Result<(), CgroupError> {
     let m = manager(cfg)?;
-    apply(cfg, &m, Some(resources))
+    apply(cfg, &m, Some(resources))?;
+    v2_device_filter(cfg, Some(resources), true)
 }
 
 pub fn freeze(cfg: &CgroupConfig, frozen: bool) -> Result<(), CgroupError> {

@@ -25,6 +25,8 @@ pub enum DevFilterError {
     Load(std::io::Error, String),
     #[error("attaching the device filter to {0}: {1}")]
     Attach(String, std::io::Error),
+    #[error("replacing the device filter of {0}: {1}")]
+    Replace(String, std::io::Error),
 }
 
 const ACC_MKNOD: u32 = 1;
@@ -199,6 +201,9 @@ pub fn program(rules: &[Rule]) -> Vec<u64> {
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -226,6 +231,26 @@ struct ProgAttachAttr {
     attach_flags: u32,
 }
 
+#[repr(C)]
+#[derive(Default)]
+struct ProgQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, initialised repr(C) prefix of union
     // bpf_attr; the kernel reads (and for PROG_LOAD's log writes) only
@@ -243,6 +268,56 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     } else {
         Ok(r)
     }
+}
+
+/// Replaces the device filter of a running container's cgroup (`update`),
+/// as runc does: the new program is attached next to the old ones, then
+/// they are detached. In between both apply, so the container never has
+/// more devices than either set of rules allows.
+pub fn replace(cgroup_dir: &Path, rules: &[Rule]) -> Result<(), DevFilterError> {
+    let what = || cgroup_dir.display().to_string();
+    let dir = std::fs::File::open(cgroup_dir).map_err(|e| DevFilterError::Replace(what(), e))?;
+    let old = attached(&dir).map_err(|e| DevFilterError::Replace(what(), e))?;
+    attach(cgroup_dir, rules)?;
+    for id in old {
+        let mut get = GetFdByIdAttr {
+            prog_id: id,
+            ..Default::default()
+        };
+        let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut get) {
+            Ok(fd) => fd,
+            // Detached and freed since the query.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(DevFilterError::Replace(what(), e)),
+        };
+        // SAFETY: a successful GET_FD_BY_ID returns a new fd that only we own.
+        let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut det = ProgAttachAttr {
+            target_fd: dir.as_raw_fd() as u32,
+            attach_bpf_fd: prog.as_raw_fd() as u32,
+            attach_type: BPF_CGROUP_DEVICE,
+            attach_flags: 0,
+        };
+        bpf(BPF_PROG_DETACH, &mut det).map_err(|e| DevFilterError::Replace(what(), e))?;
+    }
+    Ok(())
+}
+
+/// The ids of the device programs attached to this cgroup itself (not
+/// inherited from its parents).
+fn attached(dir: &std::fs::File) -> std::io::Result<Vec<u32>> {
+    // A cgroup holds at most 64 programs per attach type.
+    let mut ids = vec![0u32; 64];
+    let mut q = ProgQueryAttr {
+        target_fd: dir.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_QUERY, &mut q)?;
+    ids.truncate(q.prog_cnt as usize);
+    Ok(ids)
 }
 
 /// Loads the program for `rules` and attaches it to the cgroup directory.

@@ -58,7 +58,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
         .context("linux section must be specified")?;
     let plan = Plan::new(linux.namespaces().as_deref().unwrap_or(&[]))?;
     let cgroup = crate::cgroups::config_for(spec, &a.id, g.systemd_cgroup)?;
-    crate::cgroups::check_enforceable(&cgroup, linux.resources().as_ref(), false)?;
+    crate::cgroups::check_enforceable(&cgroup, linux.resources().as_ref())?;
     let (filter, console) =
         super::filter_and_console(g, linux.seccomp().as_ref(), a.console_socket.as_deref())?;
 

@@ -124,7 +124,7 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
     }
     let resources: LinuxResources =
         serde_json::from_value(v).context("the updated resources are not valid")?;
-    crate::cgroups::check_enforceable(&c.cgroup, Some(&resources), true)?;
+    crate::cgroups::check_enforceable(&c.cgroup, Some(&resources))?;
     crate::cgroups::update(&c.cgroup, &resources)?;
     let mut linux = c.config.linux().clone().unwrap_or_default();
     linux.set_resources(Some(resources));
