@@ -431,6 +431,11 @@ fn create_start_attach_inspect_top_stats_events() {
     // An exited container starts again.
     let out = d.cli(&["start", "-a", "c1"]);
     assert_eq!(out.status.code(), Some(6));
+    // Detached, it prints its name; its output still reaches the log.
+    assert_eq!(d.ok(&["start", "c1"]).trim(), "c1");
+    let out = d.cli(&["wait", "c1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+    assert!(d.ok(&["logs", "c1"]).ends_with("started\n"));
 
     d.ok(&[
         "run",
@@ -490,9 +495,10 @@ fn create_start_attach_inspect_top_stats_events() {
         2,
         "{topics:?}"
     );
+    // c1 ran three times, w once.
     assert_eq!(
         topics.iter().filter(|t| **t == "/tasks/exit").count(),
-        3,
+        4,
         "{topics:?}"
     );
     assert_eq!(

@@ -380,7 +380,9 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
             .await
             .map_err(rpc)?
             .into_inner();
-        match c.tasks().get(pb::GetTaskRequest { id: id.clone() }).await {
+        // A new task that nothing attaches to is created and started in
+        // one call.
+        let started = match c.tasks().get(pb::GetTaskRequest { id: id.clone() }).await {
             Ok(t) if t.get_ref().status == shim::Status::Stopped as i32 => {
                 c.tasks()
                     .delete(shim::DeleteRequest {
@@ -389,14 +391,22 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
                     })
                     .await
                     .map_err(rpc)?;
-                create_task(c, id, false).await?;
+                create_task(c, id, !a.attach).await?;
+                !a.attach
             }
             Ok(t) if t.get_ref().status != shim::Status::Created as i32 => {
                 bail!("container {id} is already running")
             }
-            Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::NotFound => create_task(c, id, false).await?,
+            Ok(_) => false,
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                create_task(c, id, !a.attach).await?;
+                !a.attach
+            }
             Err(e) => return Err(rpc(e)),
+        };
+        if started {
+            println!("{id}");
+            continue;
         }
         let auto_remove = ct
             .labels
