@@ -629,6 +629,20 @@ fn bad_input_changes_nothing() {
     }
 }
 
+/// Lets the container's process make device nodes in a writable root.
+fn allow_mknod(b: &berth_integration_tests::fixtures::bundle::Bundle) {
+    b.edit_config(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_MKNOD"));
+        }
+        c["root"]["readonly"] = json!(false);
+    })
+    .unwrap();
+}
+
 #[test]
 fn device_rules_on_cgroup_v2_are_an_ebpf_filter() {
     // A private mount namespace in which /sys/fs/cgroup is a cgroup2
@@ -644,31 +658,12 @@ fn device_rules_on_cgroup_v2_are_an_ebpf_filter() {
          mknod /dev/zero2 c 1 5 && head -c1 /dev/zero2 >/dev/null && echo zero2-ok; \
          mknod /dev/loop9 b 7 9 && head -c1 /dev/loop9 >/dev/null 2>/tmp/err || cat /tmp/err",
     ]);
-    b.edit_config(|c| {
-        for set in ["bounding", "effective", "permitted"] {
-            c["process"]["capabilities"][set]
-                .as_array_mut()
-                .unwrap()
-                .push(json!("CAP_MKNOD"));
-        }
-        c["root"]["readonly"] = json!(false);
-    })
-    .unwrap();
+    allow_mknod(&b);
     // A running container whose rules `update` extends: the block device
     // 7:9 (a loop device) is refused at first, then opens, while the
     // defaults still work.
     let (_d2, sleeper) = bundle(&["sh", "-c", "mknod /dev/blk9 b 7 9; sleep 100"]);
-    sleeper
-        .edit_config(|c| {
-            for set in ["bounding", "effective", "permitted"] {
-                c["process"]["capabilities"][set]
-                    .as_array_mut()
-                    .unwrap()
-                    .push(json!("CAP_MKNOD"));
-            }
-            c["root"]["readonly"] = json!(false);
-        })
-        .unwrap();
+    allow_mknod(&sleeper);
     let rules = sleeper.dir.join("devices.json");
     std::fs::write(
         &rules,
