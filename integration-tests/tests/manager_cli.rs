@@ -851,3 +851,92 @@ fn image_volumes_are_copies_of_the_image_per_container_removed_with_it() {
     d.ok(&["rm", "-f", "v"]);
     assert!(!std::path::Path::new(&source).exists(), "{source} left");
 }
+
+/// Deletes the test's host bridge however the test ends.
+struct BridgeGuard(String);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn bridge_network_gives_addresses_and_releases_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    image::standard(&tmp.path().join("layout")).unwrap();
+    let tar = tmp.path().join("images.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(tmp.path().join("layout"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    // A bridge and subnet of this test's own, so parallel tests and the
+    // host's networks do not meet.
+    let n = std::process::id() % 200 + 20;
+    let bridge = format!("bt{}", std::process::id());
+    let _guard = BridgeGuard(bridge.clone());
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"10.123.{n}.0/24\"\n"),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    d.ok(&["load", "-i", tar.to_str().unwrap()]);
+
+    let addr = |id: &str| {
+        let out = d.ok(&["exec", id, "ip", "-4", "-o", "addr", "show", "eth0"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no address: {out}"))
+            .to_owned()
+    };
+    for id in ["a", "b"] {
+        d.ok(&[
+            "run", "-d", "--net", "bridge", "--name", id, "busybox", "sleep", "100",
+        ]);
+    }
+    let (a, b) = (addr("a"), addr("b"));
+    assert!(a.starts_with(&format!("10.123.{n}.")), "{a}");
+    assert_ne!(a, b);
+    // Container to container over the bridge, and to the gateway.
+    let ping = d.ok(&["exec", "a", "ping", "-c1", "-W2", &b]);
+    assert!(ping.contains("1 packets received"), "{ping}");
+    let gw = format!("10.123.{n}.1");
+    let (code, out, err) = run(
+        &d,
+        &["--net", "bridge", "busybox", "ping", "-c1", "-W2", &gw],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // The host side: one veth per running container on the bridge.
+    let ports = || {
+        std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(ports(), 2);
+
+    d.ok(&["rm", "-f", "a", "b"]);
+    // Everything released: no port, no namespace, no address lease.
+    assert_eq!(ports(), 0);
+    let leases: Vec<String> = std::fs::read_dir(d.dir().join("state/cni/ipam/berth"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with("10."))
+        .collect();
+    assert!(leases.is_empty(), "{leases:?}");
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(d.dir().to_str().unwrap()));
+
+    let err = d.fails(&["run", "--rm", "--net", "bogus", "busybox", "true"]);
+    assert!(err.contains("use host, bridge or none"), "{err}");
+}

@@ -28,6 +28,8 @@ pub struct Config {
     pub shim: Option<PathBuf>,
     /// The default runtime; `berth-runtime` beside this binary, else on PATH.
     pub runtime: Option<PathBuf>,
+    /// The bridge network (`run --network bridge`).
+    pub network: crate::network::NetworkConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             },
             shim: None,
             runtime: None,
+            network: Default::default(),
         }
     }
 }

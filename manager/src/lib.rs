@@ -14,6 +14,7 @@ pub mod image;
 pub mod lease;
 pub mod metadata;
 pub mod namespace;
+pub mod network;
 pub mod pull;
 pub mod reference;
 pub mod remote;

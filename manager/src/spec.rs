@@ -30,7 +30,7 @@ pub enum SpecError {
     UnknownCapability(String),
     #[error("environment entry {0:?} is not KEY=VALUE")]
     BadEnv(String),
-    #[error("network mode {0:?}: use host or none")]
+    #[error("network mode {0:?}: use host, bridge or none")]
     BadNetwork(String),
     #[error("bind mount {0:?}: source and destination must be absolute paths")]
     BadMount(String),
@@ -366,6 +366,7 @@ pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
     let network = match o.network.as_str() {
         "" | "host" => "host",
         "none" => "none",
+        "bridge" => "bridge",
         other => return Err(SpecError::BadNetwork(other.to_owned())),
     };
     let mut namespaces = vec![
@@ -374,7 +375,9 @@ pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if network == "none" {
+    if network != "host" {
+        // For the bridge, the task's namespace path is filled in at task
+        // create (crate::network).
         namespaces.push(json!({"type": "network"}));
     }
     if !o.privileged {
@@ -444,6 +447,9 @@ pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
     }
     let mut annotations = BTreeMap::new();
     annotations.insert(STOP_SIGNAL_ANNOTATION.to_owned(), stop_signal(i.image));
+    if network == "bridge" {
+        annotations.insert(crate::network::ANNOTATION.to_owned(), network.to_owned());
+    }
     Ok(json!({
         "ociVersion": "1.1.0",
         "process": {

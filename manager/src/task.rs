@@ -41,6 +41,8 @@ pub enum TaskError {
         path: String,
         source: std::io::Error,
     },
+    #[error("bridge network: {0}")]
+    Network(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
@@ -166,12 +168,30 @@ pub async fn create(
             .create(bundle.join("rootfs"))
             .map_err(io_err(&bundle))?;
     }
+    let mut spec = rec.spec.clone();
+    if crate::network::wanted(&spec) {
+        let (net, state, b, cid) = (
+            m.config.network.clone(),
+            m.config.state.clone(),
+            bundle.clone(),
+            id.to_owned(),
+        );
+        let attached =
+            tokio::task::spawn_blocking(move || crate::network::attach(&net, &state, &b, &cid))
+                .await
+                .map_err(|e| TaskError::Network(e.to_string()))
+                .and_then(|r| r.map_err(|e| TaskError::Network(e.to_string())));
+        if let Err(e) = attached {
+            cleanup_bundle(&bundle).await;
+            return Err(e);
+        }
+        crate::network::join_spec(&mut spec, &bundle.join("netns"));
+    }
     let cfg = bundle.join("config.json");
-    std::fs::write(
-        &cfg,
-        serde_json::to_vec_pretty(&rec.spec).unwrap_or_default(),
-    )
-    .map_err(io_err(&cfg))?;
+    if let Err(e) = std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default()) {
+        cleanup_bundle(&bundle).await;
+        return Err(io_err(&cfg)(e));
+    }
     let log_path = if log_path.is_empty() {
         let p = m
             .config
@@ -304,6 +324,16 @@ fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
 /// still mounted: a recursive removal would delete the container's files.
 async fn cleanup_bundle(bundle: &Path) {
     wait_shim_exit(bundle, Duration::from_secs(5)).await;
+    // The network goes first: its namespace is a mount inside the bundle.
+    let b = bundle.to_path_buf();
+    match tokio::task::spawn_blocking(move || crate::network::detach(&b)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(bundle = %bundle.display(), error = %e, "network not released; bundle kept");
+            return;
+        }
+        Err(e) => tracing::warn!(error = %e, "network teardown task failed"),
+    }
     if is_mount_point(&bundle.join("rootfs")) {
         tracing::warn!(bundle = %bundle.display(), "rootfs still mounted; bundle kept");
         return;

@@ -74,7 +74,8 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
-    /// Network: host (default) or none.
+    /// Network: host (default), bridge (a CNI bridge network with an address
+    /// of its own) or none.
     #[arg(long, default_value = "host")]
     net: String,
     /// Hostname inside the container.

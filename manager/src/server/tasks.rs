@@ -225,7 +225,9 @@ impl From<TaskError> for Status {
             TaskError::Container(c) => c.into(),
             TaskError::Snapshot(s) => s.into(),
             TaskError::Shim(s) => s,
-            TaskError::ShimStart { .. } | TaskError::Io { .. } => Status::internal(e.to_string()),
+            TaskError::ShimStart { .. } | TaskError::Io { .. } | TaskError::Network(_) => {
+                Status::internal(e.to_string())
+            }
         }
     }
 }
