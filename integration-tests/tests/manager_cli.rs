@@ -883,10 +883,10 @@ fn bridge_network_gives_addresses_and_releases_them() {
         format!("[network]\nbridge = \"{bridge}\"\nsubnet = \"10.123.{n}.0/24\"\n"),
     )
     .unwrap();
-    let d = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let mut d = Daemon::start_with(&["--config", config.to_str().unwrap()]);
     d.ok(&["load", "-i", tar.to_str().unwrap()]);
 
-    let addr = |id: &str| {
+    let addr = |d: &Daemon, id: &str| {
         let out = d.ok(&["exec", id, "ip", "-4", "-o", "addr", "show", "eth0"]);
         out.split_whitespace()
             .skip_while(|w| *w != "inet")
@@ -900,7 +900,7 @@ fn bridge_network_gives_addresses_and_releases_them() {
             "run", "-d", "--net", "bridge", "--name", id, "busybox", "sleep", "100",
         ]);
     }
-    let (a, b) = (addr("a"), addr("b"));
+    let (a, b) = (addr(&d, "a"), addr(&d, "b"));
     assert!(a.starts_with(&format!("10.123.{n}.")), "{a}");
     assert_ne!(a, b);
     // Container to container over the bridge, and to the gateway.
@@ -920,16 +920,49 @@ fn bridge_network_gives_addresses_and_releases_them() {
     };
     assert_eq!(ports(), 2);
 
+    // The daemon crashes and comes back: the containers kept their network,
+    // and removing them afterwards still releases it.
+    d.kill9();
+    d.respawn();
+    assert_eq!(addr(&d, "a"), a);
+    let ping = d.ok(&["exec", "b", "ping", "-c1", "-W2", &a]);
+    assert!(ping.contains("1 packets received"), "{ping}");
+    let ipam = d.dir().join("state/cni/ipam/berth");
+    let leases = || -> Vec<String> {
+        std::fs::read_dir(&ipam)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("10."))
+            .collect()
+    };
+    assert_eq!(leases().len(), 2);
+
+    // a's shim dies while the daemon is down: the daemon cleans its task up
+    // at startup, network included.
+    d.kill9();
+    let shim_pid: i32 = std::fs::read_to_string(d.dir().join("state/tasks/default/a/shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.respawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ports() != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ports(), 1);
+    assert_eq!(leases(), std::slice::from_ref(&b));
+
     d.ok(&["rm", "-f", "a", "b"]);
     // Everything released: no port, no namespace, no address lease.
     assert_eq!(ports(), 0);
-    let leases: Vec<String> = std::fs::read_dir(d.dir().join("state/cni/ipam/berth"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|f| f.starts_with("10."))
-        .collect();
-    assert!(leases.is_empty(), "{leases:?}");
+    assert!(leases().is_empty(), "{:?}", leases());
     assert!(!std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .contains(d.dir().to_str().unwrap()));
