@@ -114,7 +114,10 @@ pub fn attach(
     let rec_path = bundle.join("network.json");
     std::fs::write(&rec_path, serde_json::to_vec(&record).unwrap_or_default())
         .map_err(io(&rec_path))?;
-    new_netns(&netns)?;
+    if let Err(e) = new_netns(&netns) {
+        let _ = std::fs::remove_file(&rec_path);
+        return Err(e);
+    }
     let mut prev: Option<Value> = None;
     for (i, p) in record.plugins.iter().enumerate() {
         match run_plugin(&record, p, "ADD", prev.as_ref()) {
