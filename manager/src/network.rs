@@ -96,14 +96,14 @@ fn plugins(cfg: &NetworkConfig, ipam_dir: &Path) -> Vec<Value> {
     ]
 }
 
-/// Creates the namespace, runs the plugins' ADD and returns the container's
-/// addresses. On failure, what was made is undone.
+/// Creates the namespace and runs the plugins' ADD. On failure, what was
+/// made is undone.
 pub fn attach(
     cfg: &NetworkConfig,
     state: &Path,
     bundle: &Path,
     container_id: &str,
-) -> Result<Vec<String>, NetworkError> {
+) -> Result<(), NetworkError> {
     let netns = bundle.join("netns");
     let record = Attachment {
         container_id: container_id.to_owned(),
@@ -133,15 +133,7 @@ pub fn attach(
             }
         }
     }
-    Ok(prev
-        .as_ref()
-        .and_then(|r| r["ips"].as_array())
-        .map(|ips| {
-            ips.iter()
-                .filter_map(|ip| ip["address"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(())
 }
 
 /// Undoes `attach` for a bundle, if it was attached: the plugins' DEL in

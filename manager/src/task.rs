@@ -42,7 +42,7 @@ pub enum TaskError {
         source: std::io::Error,
     },
     #[error("bridge network: {0}")]
-    Network(String),
+    Network(#[from] crate::network::NetworkError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
@@ -168,30 +168,6 @@ pub async fn create(
             .create(bundle.join("rootfs"))
             .map_err(io_err(&bundle))?;
     }
-    let mut spec = rec.spec.clone();
-    if crate::network::wanted(&spec) {
-        let (net, state, b, cid) = (
-            m.config.network.clone(),
-            m.config.state.clone(),
-            bundle.clone(),
-            id.to_owned(),
-        );
-        let attached =
-            tokio::task::spawn_blocking(move || crate::network::attach(&net, &state, &b, &cid))
-                .await
-                .map_err(|e| TaskError::Network(e.to_string()))
-                .and_then(|r| r.map_err(|e| TaskError::Network(e.to_string())));
-        if let Err(e) = attached {
-            cleanup_bundle(&bundle).await;
-            return Err(e);
-        }
-        crate::network::join_spec(&mut spec, &bundle.join("netns"));
-    }
-    let cfg = bundle.join("config.json");
-    if let Err(e) = std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default()) {
-        cleanup_bundle(&bundle).await;
-        return Err(io_err(&cfg)(e));
-    }
     let log_path = if log_path.is_empty() {
         let p = m
             .config
@@ -208,6 +184,12 @@ pub async fn create(
     };
     let driver = Driver::parse(&rec.snapshotter)?;
     let mounts = m.snapshots.mounts(ns, driver, &rec.snapshot_key)?;
+    // Last before the shim, so every failure from here on ends in
+    // cleanup_bundle, which also releases the network.
+    if let Err(e) = write_config(m, id, &rec.spec, &bundle).await {
+        cleanup_bundle(&bundle).await;
+        return Err(e);
+    }
 
     let out = tokio::process::Command::new(m.config.shim_path())
         .arg("start")
@@ -318,6 +300,34 @@ fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a non-negative return is a fresh fd that only we own.
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Writes `config.json`, joining the task first to a bridge network of
+/// its own when the spec asks for one.
+async fn write_config(
+    m: &Arc<Manager>,
+    id: &str,
+    spec: &serde_json::Value,
+    bundle: &Path,
+) -> Result<(), TaskError> {
+    let mut spec = spec.clone();
+    if crate::network::wanted(&spec) {
+        let (net, state, b, cid) = (
+            m.config.network.clone(),
+            m.config.state.clone(),
+            bundle.to_path_buf(),
+            id.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || crate::network::attach(&net, &state, &b, &cid))
+            .await
+            .map_err(|e| TaskError::Io {
+                path: bundle.display().to_string(),
+                source: std::io::Error::other(e),
+            })??;
+        crate::network::join_spec(&mut spec, &bundle.join("netns"));
+    }
+    let cfg = bundle.join("config.json");
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default()).map_err(io_err(&cfg))
 }
 
 /// Removes the bundle once its shim is gone. Never while the rootfs is
