@@ -1002,6 +1002,72 @@ fn the_socket_is_private_and_a_second_daemon_is_refused() {
     assert!(err.contains("is `berth serve` running?"), "{err}");
 }
 
+/// `serve --address` (and the global `--address`/`BERTH_ADDRESS` before
+/// `serve`) is where the daemon listens, mode 0600; it was parsed and
+/// dropped, the daemon serving `<state>/berth.sock` instead.
+#[test]
+fn serve_listens_on_the_address_it_is_given() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = berth_integration_tests::bins::path("berth");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, how) in ["flag", "global", "env"].into_iter().enumerate() {
+        let sock = dir.path().join(format!("api-{i}/custom.sock"));
+        let state = dir.path().join(format!("state-{i}"));
+        let mut cmd = Command::new(&bin);
+        match how {
+            "flag" => cmd.arg("serve").arg("--address").arg(&sock),
+            "global" => cmd.arg("--address").arg(&sock).arg("serve"),
+            _ => cmd.env("BERTH_ADDRESS", &sock).arg("serve"),
+        };
+        let mut child = cmd
+            .arg("--root")
+            .arg(dir.path().join(format!("root-{i}")))
+            .arg("--state")
+            .arg(&state)
+            .env("BERTH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how}: no daemon listening on {} within 20 s",
+                sock.display()
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{how}: berth serve exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{how}");
+        assert!(
+            !state.join("berth.sock").exists(),
+            "{how}: the default socket was made too"
+        );
+        let out = Command::new(&bin)
+            .arg("--address")
+            .arg(&sock)
+            .arg("version")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success(), "{how}: exit after SIGTERM");
+        assert!(!sock.exists(), "{how}: socket left behind");
+    }
+}
+
 #[test]
 fn a_full_disk_is_a_clear_error_and_leaves_the_stores_consistent() {
     let tmp = tempfile::tempdir().unwrap();

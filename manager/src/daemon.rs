@@ -1,13 +1,107 @@
 //! `berth serve`: the daemon's lifetime (open the stores, bind the socket,
-//! serve until SIGTERM/SIGINT).
+//! serve the APIs until SIGTERM/SIGINT), and `berth config`. This is where
+//! the core and its API adapters are put together.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 
-use crate::config::Config;
-use crate::Manager;
+use berth_core::config::Config;
+use berth_core::Manager;
+
+/// `berth serve`'s own arguments (the CLI passes them through unparsed).
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth serve",
+    about = "Run the daemon",
+    after_help = "Examples:\n  berth serve\n  berth serve --root /srv/berth --state /run/berth-test --address /run/berth-test/berth.sock\n  berth serve --config /etc/berth/config.toml --snapshotter native"
+)]
+struct ServeArgs {
+    /// TOML config file (default /etc/berth/config.toml when it exists; see
+    /// `berth config default`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Persistent data directory (default /var/lib/berth).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory (default /run/berth).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The socket to serve on (default <state>/berth.sock); also the global
+    /// --address / BERTH_ADDRESS given before `serve`.
+    #[arg(long)]
+    address: Option<PathBuf>,
+    /// Default snapshotter: overlayfs or native.
+    #[arg(long)]
+    snapshotter: Option<String>,
+    /// A registry (host[:port]) to reach over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Log filter (tracing's env-filter syntax), e.g. info or berth_core=debug.
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log_level: String,
+}
+
+/// `berth config`'s arguments.
+#[derive(Debug, Parser)]
+#[command(name = "berth config", about = "Print the daemon's configuration")]
+struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// The full default configuration, with comments.
+    Default,
+}
+
+/// The daemon side of the `berth` binary, handed to the CLI.
+pub struct Daemon;
+
+impl berth_cli::Daemon for Daemon {
+    fn serve(&self, address: Option<PathBuf>, args: Vec<OsString>) -> Result<()> {
+        let a = parse::<ServeArgs>("serve", args)?;
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_new(&a.log_level).context("--log-level")?,
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let mut c = Config::load(a.config.as_deref())?;
+        if let Some(r) = a.root {
+            c.root = r;
+        }
+        if let Some(s) = a.state {
+            c.state = s;
+        }
+        if let Some(s) = a.address.or(address) {
+            c.address = Some(s);
+        }
+        if let Some(s) = a.snapshotter {
+            c.snapshotter = s;
+        }
+        c.registry.insecure.extend(a.insecure_registries);
+        serve(c)
+    }
+
+    fn config(&self, args: Vec<OsString>) -> Result<()> {
+        match parse::<ConfigArgs>("config", args)?.command {
+            ConfigCommand::Default => print!("{}", berth_core::config::DEFAULT_TOML),
+        }
+        Ok(())
+    }
+}
+
+/// Parses a daemon command's arguments; `--help` and usage errors print
+/// and exit as clap does for the CLI's own commands.
+fn parse<T: Parser>(name: &str, args: Vec<OsString>) -> Result<T> {
+    let argv = std::iter::once(OsString::from(format!("berth {name}"))).chain(args);
+    Ok(T::try_parse_from(argv).unwrap_or_else(|e| e.exit()))
+}
 
 /// Binds the gRPC socket with mode 0600 from the start (umask, not a chmod
 /// after the fact), refusing to take over a socket another daemon serves.
@@ -37,7 +131,7 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
 /// How long open calls may finish after SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-pub fn serve(config: Config) -> Result<()> {
+fn serve(config: Config) -> Result<()> {
     config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,7 +144,7 @@ pub fn serve(config: Config) -> Result<()> {
                 .context("opening the stores (is another manager using this --root?)")?,
         );
         let orphans = m.snapshots.cleanup()?;
-        let stats = crate::gc::collect(&m).await?;
+        let stats = berth_core::gc::collect(&m).await?;
         tracing::info!(
             orphans,
             leases_expired = stats.leases_expired,
@@ -58,14 +152,14 @@ pub fn serve(config: Config) -> Result<()> {
             snapshots_removed = stats.snapshots_removed,
             "startup collection"
         );
-        let recovered = crate::task::recover(&m).await;
-        crate::restart::resume_pending(&m).await;
+        let recovered = berth_core::task::recover(&m).await;
+        berth_core::restart::resume_pending(&m).await;
         tracing::info!(tasks = recovered, "reconnected to running shims");
         let listener = bind(&socket)?;
         tracing::info!(socket = %socket.display(), root = %m.config.root.display(), "serving");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = crate::server::serve(m.clone(), incoming, async {
+        let server = berth_services::serve(m.clone(), incoming, async {
             let _ = stop_rx.await;
         });
         tokio::pin!(server);
@@ -100,17 +194,4 @@ pub fn serve(config: Config) -> Result<()> {
         let _ = std::fs::remove_file(&socket);
         anyhow::Ok(())
     })
-}
-
-/// Hands memory that a large operation (a pull, a load) freed back to the
-/// kernel. glibc keeps freed chunks in its per-thread arenas, so a daemon
-/// that once unpacked an image would otherwise stay megabytes larger for
-/// its whole life.
-pub fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks and releases glibc's own free lists;
-    // it takes the arenas' locks itself and is safe from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

@@ -1,3 +1,7 @@
+//! `berth`: the CLI, and with `serve` the daemon, in one binary.
+
+mod daemon;
+
 fn main() -> std::process::ExitCode {
-    berth_manager::cli::main()
+    berth_cli::main(&daemon::Daemon)
 }

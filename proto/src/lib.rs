@@ -4,7 +4,9 @@
 //! The runtime speaks runc's CLI instead and does not use it.
 
 pub mod identifiers;
+pub mod labels;
 pub mod memory;
+pub mod signal;
 pub mod transport;
 
 pub mod events {
@@ -39,6 +41,28 @@ pub mod shim {
 pub mod manager {
     pub mod v1 {
         tonic::include_proto!("berth.manager.v1");
+
+        impl std::str::FromStr for Platform {
+            type Err = String;
+
+            /// `os/arch[/variant]`, as `--platform` takes it.
+            fn from_str(s: &str) -> Result<Self, String> {
+                let bad = || format!("{s:?}: write it as os/arch[/variant], e.g. linux/arm64");
+                let mut p = s.split('/');
+                let (Some(os), Some(architecture)) = (p.next(), p.next()) else {
+                    return Err(bad());
+                };
+                let variant = p.next().unwrap_or("");
+                if os.is_empty() || architecture.is_empty() || p.next().is_some() {
+                    return Err(bad());
+                }
+                Ok(Self {
+                    os: os.into(),
+                    architecture: architecture.into(),
+                    variant: variant.into(),
+                })
+            }
+        }
     }
 }
 
@@ -46,3 +70,6 @@ pub mod manager {
 /// uses `containerd-namespace` the same way). Absent means [`DEFAULT_NAMESPACE`].
 pub const NAMESPACE_HEADER: &str = "berth-namespace";
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Where the manager listens unless told otherwise (`berth serve --address`,
+/// the config's `address`, or `<state>/berth.sock` for another `--state`).
+pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";

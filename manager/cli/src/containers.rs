@@ -10,7 +10,7 @@ use berth_proto::shim::v1 as shim;
 use serde_json::json;
 
 use super::{rpc, Client};
-use crate::server::pb;
+use berth_proto::manager::v1 as pb;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -227,7 +227,7 @@ async fn create_container(c: &Client, a: &RunArgs) -> Result<String> {
         stdin: a.interactive,
     };
     let mut labels = HashMap::new();
-    if crate::restart::Policy::parse(&a.restart).is_none() {
+    if berth_proto::labels::RestartPolicy::parse(&a.restart).is_none() {
         bail!(
             "--restart {:?}: use no, on-failure, on-failure:N or always",
             a.restart
@@ -237,11 +237,14 @@ async fn create_container(c: &Client, a: &RunArgs) -> Result<String> {
         if a.rm {
             bail!("--restart and --rm cannot be used together");
         }
-        labels.insert(crate::restart::POLICY.to_owned(), a.restart.clone());
+        labels.insert(
+            berth_proto::labels::RESTART_POLICY.to_owned(),
+            a.restart.clone(),
+        );
     }
     if a.rm {
         labels.insert(
-            crate::container::labels::AUTO_REMOVE.to_owned(),
+            berth_proto::labels::AUTO_REMOVE.to_owned(),
             "true".to_owned(),
         );
     }
@@ -411,7 +414,7 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<i32> {
         }
         let auto_remove = ct
             .labels
-            .get(crate::container::labels::AUTO_REMOVE)
+            .get(berth_proto::labels::AUTO_REMOVE)
             .is_some_and(|v| v == "true");
         let tty = serde_json::from_slice::<serde_json::Value>(&ct.spec)
             .ok()
@@ -906,7 +909,7 @@ pub async fn stop(c: &Client, ids: Vec<String>, timeout: u32) -> Result<()> {
 }
 
 pub async fn kill(c: &Client, ids: Vec<String>, signal: &str) -> Result<()> {
-    let Some(sig) = crate::spec::signal_number(signal) else {
+    let Some(sig) = berth_proto::signal::number(signal) else {
         bail!("-s {signal:?}: not a signal name or number (e.g. TERM, SIGKILL, 9)");
     };
     for id in ids {

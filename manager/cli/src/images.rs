@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{age, human, rpc, Client};
-use crate::server::pb;
+use berth_proto::manager::v1 as pb;
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
@@ -51,16 +51,10 @@ fn image_json(i: &pb::Image) -> serde_json::Value {
 
 pub async fn pull(c: &Client, a: PullArgs) -> Result<()> {
     let platform = match &a.platform {
-        Some(p) => {
-            let Some(p) = crate::image::Platform::parse(p) else {
-                bail!("--platform {p:?}: write it as os/arch[/variant], e.g. linux/arm64");
-            };
-            Some(pb::Platform {
-                os: p.os,
-                architecture: p.architecture,
-                variant: p.variant,
-            })
-        }
+        Some(p) => Some(
+            p.parse::<pb::Platform>()
+                .map_err(|e| anyhow::anyhow!("--platform {e}"))?,
+        ),
         None => None,
     };
     let (username, password) = match &a.user {

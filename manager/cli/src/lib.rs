@@ -1,5 +1,7 @@
-//! The command line: `berth serve` runs the daemon; every other command is a
-//! client of it over gRPC.
+//! The command line: every command is a client of the manager over its
+//! gRPC API (`berth_proto`). `berth serve` and `berth config` belong to the
+//! daemon: the binary hands them in as a [`Daemon`], so this crate never
+//! depends on the daemon's internals.
 
 mod containers;
 mod images;
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::config::{Config, DEFAULT_STATE};
+use berth_proto::manager::v1 as pb;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +41,14 @@ enum Command {
     #[command(
         after_help = "Examples:\n  berth serve\n  berth serve --root /srv/berth --state /run/berth-test --address /run/berth-test/berth.sock\n  berth serve --config /etc/berth/config.toml --snapshotter native"
     )]
-    Serve(ServeArgs),
+    #[command(disable_help_flag = true)]
+    Serve(DaemonArgs),
+    /// Print the daemon's configuration (`berth config default`).
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  berth config default > /etc/berth/config.toml"
+    )]
+    Config(DaemonArgs),
     /// Run a command in a new container (pulling the image if needed).
     Run(Box<containers::RunArgs>),
     /// List containers.
@@ -196,26 +205,19 @@ struct JsonFlag {
     json: bool,
 }
 
+/// The arguments of a daemon-side command, parsed by the daemon itself.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// TOML config file (default /etc/berth/config.toml when it exists).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Persistent data directory (default /var/lib/berth).
-    #[arg(long)]
-    root: Option<PathBuf>,
-    /// Runtime state directory (default /run/berth).
-    #[arg(long)]
-    state: Option<PathBuf>,
-    /// Default snapshotter: overlayfs or native.
-    #[arg(long)]
-    snapshotter: Option<String>,
-    /// A registry (host[:port]) to reach over plain HTTP; repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure_registries: Vec<String>,
-    /// Log filter (tracing's env-filter syntax), e.g. info or berth_manager=debug.
-    #[arg(long, env = "BERTH_LOG", default_value = "info")]
-    log_level: String,
+pub struct DaemonArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<std::ffi::OsString>,
+}
+
+/// The daemon-side commands, supplied by the binary that links the daemon.
+pub trait Daemon {
+    /// `berth serve ARGS`; `address` is the global `--address`/`BERTH_ADDRESS`.
+    fn serve(&self, address: Option<PathBuf>, args: Vec<std::ffi::OsString>) -> Result<()>;
+    /// `berth config ARGS`.
+    fn config(&self, args: Vec<std::ffi::OsString>) -> Result<()>;
 }
 
 type Intercepted = InterceptedService<Channel, Namespaced>;
@@ -239,8 +241,9 @@ pub struct Client {
 
 impl Client {
     async fn connect(address: Option<PathBuf>, ns: &str) -> Result<Self> {
-        let path = address.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE).join("berth.sock"));
-        crate::namespace::validate(ns)?;
+        let path = address.unwrap_or_else(|| PathBuf::from(berth_proto::DEFAULT_ADDRESS));
+        berth_proto::identifiers::validate(ns)
+            .map_err(|e| anyhow::anyhow!("namespace {ns:?}: {e}"))?;
         let channel = berth_proto::transport::connect(&path.display().to_string())
             .await
             .map_err(|e| {
@@ -260,60 +263,45 @@ impl Client {
         })
     }
 
-    fn images(&self) -> crate::server::pb::images_client::ImagesClient<Intercepted> {
-        crate::server::pb::images_client::ImagesClient::with_interceptor(
+    fn images(&self) -> pb::images_client::ImagesClient<Intercepted> {
+        pb::images_client::ImagesClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    fn content(&self) -> pb::content_client::ContentClient<Intercepted> {
+        pb::content_client::ContentClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    fn snapshots(&self) -> pb::snapshots_client::SnapshotsClient<Intercepted> {
+        pb::snapshots_client::SnapshotsClient::with_interceptor(
             self.channel.clone(),
             self.ns.clone(),
         )
     }
-    fn content(&self) -> crate::server::pb::content_client::ContentClient<Intercepted> {
-        crate::server::pb::content_client::ContentClient::with_interceptor(
+    fn namespaces(&self) -> pb::namespaces_client::NamespacesClient<Intercepted> {
+        pb::namespaces_client::NamespacesClient::with_interceptor(
             self.channel.clone(),
             self.ns.clone(),
         )
     }
-    fn snapshots(&self) -> crate::server::pb::snapshots_client::SnapshotsClient<Intercepted> {
-        crate::server::pb::snapshots_client::SnapshotsClient::with_interceptor(
+    fn containers(&self) -> pb::containers_client::ContainersClient<Intercepted> {
+        pb::containers_client::ContainersClient::with_interceptor(
             self.channel.clone(),
             self.ns.clone(),
         )
     }
-    fn namespaces(&self) -> crate::server::pb::namespaces_client::NamespacesClient<Intercepted> {
-        crate::server::pb::namespaces_client::NamespacesClient::with_interceptor(
-            self.channel.clone(),
-            self.ns.clone(),
-        )
+    fn tasks(&self) -> pb::tasks_client::TasksClient<Intercepted> {
+        pb::tasks_client::TasksClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
-    fn containers(&self) -> crate::server::pb::containers_client::ContainersClient<Intercepted> {
-        crate::server::pb::containers_client::ContainersClient::with_interceptor(
-            self.channel.clone(),
-            self.ns.clone(),
-        )
-    }
-    fn tasks(&self) -> crate::server::pb::tasks_client::TasksClient<Intercepted> {
-        crate::server::pb::tasks_client::TasksClient::with_interceptor(
-            self.channel.clone(),
-            self.ns.clone(),
-        )
-    }
-    fn events(&self) -> crate::server::pb::events_client::EventsClient<Intercepted> {
-        crate::server::pb::events_client::EventsClient::with_interceptor(
-            self.channel.clone(),
-            self.ns.clone(),
-        )
+    fn events(&self) -> pb::events_client::EventsClient<Intercepted> {
+        pb::events_client::EventsClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
     /// The namespace this client works in.
     fn namespace(&self) -> &str {
         self.ns.0.to_str().unwrap_or_default()
     }
-    fn leases(&self) -> crate::server::pb::leases_client::LeasesClient<Intercepted> {
-        crate::server::pb::leases_client::LeasesClient::with_interceptor(
-            self.channel.clone(),
-            self.ns.clone(),
-        )
+    fn leases(&self) -> pb::leases_client::LeasesClient<Intercepted> {
+        pb::leases_client::LeasesClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
-    fn version(&self) -> crate::server::pb::version_client::VersionClient<Channel> {
-        crate::server::pb::version_client::VersionClient::new(self.channel.clone())
+    fn version(&self) -> pb::version_client::VersionClient<Channel> {
+        pb::version_client::VersionClient::new(self.channel.clone())
     }
 }
 
@@ -322,32 +310,11 @@ pub(crate) fn rpc(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())
 }
 
-fn serve(a: ServeArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&a.log_level).context("--log-level")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let mut c = Config::load(a.config.as_deref())?;
-    if let Some(r) = a.root {
-        c.root = r;
-    }
-    if let Some(s) = a.state {
-        c.state = s;
-    }
-    if let Some(s) = a.snapshotter {
-        c.snapshotter = s;
-    }
-    c.registry.insecure.extend(a.insecure_registries);
-    crate::daemon::serve(c)
-}
-
 /// The CLI's entry: runs the command, prints a failure as one line a
 /// person can read (no backtrace, causes joined), and exits with docker's
 /// codes: 125 when `run`, `create`, `start` or `exec` fail in berth itself,
 /// 1 for every other failure.
-pub fn main() -> std::process::ExitCode {
+pub fn main(daemon: &dyn Daemon) -> std::process::ExitCode {
     let cli = Cli::parse();
     let code = if matches!(
         cli.command,
@@ -357,7 +324,7 @@ pub fn main() -> std::process::ExitCode {
     } else {
         1
     };
-    match dispatch(cli) {
+    match dispatch(cli, daemon) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let msg = one_line(&e);
@@ -406,67 +373,69 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
-    let Command::Serve(a) = cli.command else {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        return rt.block_on(async move {
-            let c = Client::connect(cli.address, &cli.namespace).await?;
-            match cli.command {
-                Command::Serve(_) => unreachable!("handled above"),
-                Command::Run(a) => exit_with(containers::run(&c, *a).await?),
-                Command::Ps(a) => containers::ps(&c, a).await,
-                Command::Exec(a) => exit_with(containers::exec(&c, a).await?),
-                Command::Create(a) => containers::create(&c, *a).await,
-                Command::Start(a) => exit_with(containers::start(&c, a).await?),
-                Command::Attach(a) => exit_with(containers::attach_cmd(&c, a).await?),
-                Command::Inspect { ids } => observe::inspect(&c, ids).await,
-                Command::Events {
-                    all_namespaces,
-                    topic,
-                    json,
-                } => observe::events(&c, all_namespaces, topic, json).await,
-                Command::Top { id } => observe::top(&c, &id).await,
-                Command::Stats {
-                    no_stream,
-                    json,
-                    ids,
-                } => observe::stats(&c, ids, no_stream, json).await,
-                Command::Stop { time, ids } => containers::stop(&c, ids, time).await,
-                Command::Kill { signal, ids } => containers::kill(&c, ids, &signal).await,
-                Command::Rm { force, ids } => containers::rm(&c, ids, force).await,
-                Command::Wait { ids } => exit_with(containers::wait(&c, ids).await?),
-                Command::Logs(a) => containers::logs(&c, a).await,
-                Command::Pull(a) => images::pull(&c, a).await,
-                Command::Images(j) => images::list(&c, j.json).await,
-                Command::Rmi { names } => images::remove(&c, names).await,
-                Command::Load { input } => images::load(&c, input).await,
-                Command::Save { names, output } => images::save(&c, names, output).await,
-                Command::Snapshots(a) => stores::snapshots(&c, a).await,
-                Command::Content(a) => stores::content(&c, a).await,
-                Command::Namespaces(a) => stores::namespaces(&c, a).await,
-                Command::Gc(j) => stores::gc(&c, j.json).await,
-                Command::Version => {
-                    let v = c
-                        .version()
-                        .version(crate::server::pb::VersionRequest {})
-                        .await
-                        .map_err(rpc)?
-                        .into_inner();
-                    println!(
-                        "client: {}\nserver: {} {}",
-                        env!("CARGO_PKG_VERSION"),
-                        v.version,
-                        v.revision
-                    );
-                    Ok(())
-                }
+fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
+    match cli.command {
+        Command::Serve(a) => return daemon.serve(cli.address, a.args),
+        Command::Config(a) => return daemon.config(a.args),
+        _ => {}
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let c = Client::connect(cli.address, &cli.namespace).await?;
+        match cli.command {
+            Command::Serve(_) | Command::Config(_) => unreachable!("handled above"),
+            Command::Run(a) => exit_with(containers::run(&c, *a).await?),
+            Command::Ps(a) => containers::ps(&c, a).await,
+            Command::Exec(a) => exit_with(containers::exec(&c, a).await?),
+            Command::Create(a) => containers::create(&c, *a).await,
+            Command::Start(a) => exit_with(containers::start(&c, a).await?),
+            Command::Attach(a) => exit_with(containers::attach_cmd(&c, a).await?),
+            Command::Inspect { ids } => observe::inspect(&c, ids).await,
+            Command::Events {
+                all_namespaces,
+                topic,
+                json,
+            } => observe::events(&c, all_namespaces, topic, json).await,
+            Command::Top { id } => observe::top(&c, &id).await,
+            Command::Stats {
+                no_stream,
+                json,
+                ids,
+            } => observe::stats(&c, ids, no_stream, json).await,
+            Command::Stop { time, ids } => containers::stop(&c, ids, time).await,
+            Command::Kill { signal, ids } => containers::kill(&c, ids, &signal).await,
+            Command::Rm { force, ids } => containers::rm(&c, ids, force).await,
+            Command::Wait { ids } => exit_with(containers::wait(&c, ids).await?),
+            Command::Logs(a) => containers::logs(&c, a).await,
+            Command::Pull(a) => images::pull(&c, a).await,
+            Command::Images(j) => images::list(&c, j.json).await,
+            Command::Rmi { names } => images::remove(&c, names).await,
+            Command::Load { input } => images::load(&c, input).await,
+            Command::Save { names, output } => images::save(&c, names, output).await,
+            Command::Snapshots(a) => stores::snapshots(&c, a).await,
+            Command::Content(a) => stores::content(&c, a).await,
+            Command::Namespaces(a) => stores::namespaces(&c, a).await,
+            Command::Gc(j) => stores::gc(&c, j.json).await,
+            Command::Version => {
+                let v = c
+                    .version()
+                    .version(pb::VersionRequest {})
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                println!(
+                    "client: {}\nserver: {} {}",
+                    env!("CARGO_PKG_VERSION"),
+                    v.version,
+                    v.revision
+                );
+                Ok(())
             }
-        });
-    };
-    serve(a)
+        }
+    })
 }
 
 /// Ends the process with a container's exit code, as `docker run` does.

@@ -8,7 +8,7 @@ use berth_proto::shim::v1 as shim;
 use serde_json::json;
 
 use super::{human, rpc, Client};
-use crate::server::pb;
+use berth_proto::manager::v1 as pb;
 
 fn ts(t: Option<prost_types::Timestamp>) -> Option<String> {
     let t = t?;

@@ -2,7 +2,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::{age, human, rpc, Client};
-use crate::server::pb;
+use berth_proto::manager::v1 as pb;
 
 #[derive(Debug, clap::Args)]
 pub struct SnapshotsArgs {

@@ -1946,7 +1946,10 @@ mod tests {
             matches!(&e, ArchiveError::Image(ImageError::NotFound(n)) if n == "nosuch:1"),
             "{e}"
         );
-        assert_eq!(tonic::Status::from(e).code(), tonic::Code::NotFound);
+        assert_eq!(
+            crate::errdefs::Kind::kind(&e),
+            crate::errdefs::ErrorKind::NotFound
+        );
         assert!(matches!(
             save_bytes(&m, &[], None).await.unwrap_err(),
             ArchiveError::NoNames
@@ -1967,7 +1970,10 @@ mod tests {
             matches!(&e, ArchiveError::Corrupt { path, .. } if *path == blob(&img.l1)),
             "{e}"
         );
-        assert_eq!(tonic::Status::from(e).code(), tonic::Code::DataLoss);
+        assert_eq!(
+            crate::errdefs::Kind::kind(&e),
+            crate::errdefs::ErrorKind::DataLoss
+        );
         assert_nothing_loaded(&m);
 
         let m = manager(&dir.path().join("docker"));

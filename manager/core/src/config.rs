@@ -10,7 +10,50 @@ pub const DEFAULT_ROOT: &str = "/var/lib/berth";
 pub const DEFAULT_STATE: &str = "/run/berth";
 pub const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+/// `berth config default`: every key with its default value and what it
+/// means, as `containerd config default` prints its own. Keys whose default
+/// is "unset" are shown commented out. A test checks that this text parses
+/// to [`Config::default`].
+pub const DEFAULT_TOML: &str = r#"# berth's daemon configuration (berth serve --config FILE; default
+# /etc/berth/config.toml when it exists). Flags given to `berth serve`
+# override these values. Unknown keys are refused.
+
+# Persistent data: the metadata database, content blobs, snapshots.
+root = "/var/lib/berth"
+# Runtime state: the gRPC socket, task bundles, shim sockets. A tmpfs
+# (/run) is right: nothing here needs to survive a reboot.
+state = "/run/berth"
+# The gRPC socket (mode 0600); <state>/berth.sock when unset.
+# address = "/run/berth/berth.sock"
+# Snapshotter used when a request names none: overlayfs or native.
+snapshotter = "overlayfs"
+# Layers downloaded (and unpacked) at once per pull.
+max_concurrent_downloads = 4
+# The shim binary; berth-shim beside the berth binary, else on PATH.
+# shim = "/usr/local/bin/berth-shim"
+# The default OCI runtime; berth-runtime beside the berth binary, else on
+# PATH. Any runc-compatible runtime works (e.g. /usr/sbin/runc).
+# runtime = "/usr/local/bin/berth-runtime"
+
+[registry]
+# Registries (host[:port]) reached over plain HTTP. Loopback registries
+# fall back to plain HTTP without being listed.
+insecure = []
+# CA certificates in docker's certs.d layout: <dir>/<host[:port]>/*.crt.
+certs_dir = "/etc/berth/certs.d"
+# A docker config.json whose "auths" hold registry credentials.
+# docker_config = "/root/.docker/config.json"
+
+[network]
+# `berth run --net bridge`: where the CNI plugins are, the host bridge the
+# containers attach to, and their subnet (the bridge takes its first
+# address).
+cni_path = "/usr/lib/cni"
+bridge = "berth0"
+subnet = "10.89.0.0/24"
+"#;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Persistent data: metadata, content, snapshots.
@@ -161,5 +204,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown snapshotter"));
+    }
+
+    #[test]
+    fn default_toml_is_the_defaults_and_names_real_keys() {
+        let printed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(
+            printed,
+            Config::default(),
+            "DEFAULT_TOML drifted from Config::default"
+        );
+        // The keys shown commented out are real keys too: uncommented, the
+        // text still parses (an unknown key would be refused).
+        let uncommented: String = DEFAULT_TOML
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(kv) if kv.contains(" = \"") => kv,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all: Config = toml::from_str(&uncommented).unwrap();
+        assert_eq!(all.address, Some("/run/berth/berth.sock".into()));
+        assert!(
+            all.shim.is_some() && all.runtime.is_some() && all.registry.docker_config.is_some()
+        );
     }
 }

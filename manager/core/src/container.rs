@@ -23,14 +23,7 @@ use crate::spec::{self, ImageConfig, SpecError};
 use crate::Manager;
 
 /// Labels with a meaning to the manager.
-pub mod labels {
-    /// "true": remove the container (and its task) when its task exits,
-    /// as `docker run --rm` does, even if that happens while the manager is
-    /// down.
-    pub const AUTO_REMOVE: &str = "berth.io/auto-remove";
-    /// "true": keep a stdin pipe open for attach.
-    pub const STDIN: &str = "berth.io/stdin";
-}
+pub use berth_proto::labels;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
@@ -58,7 +51,7 @@ impl ContainerRecord {
     pub fn stop_signal(&self) -> u32 {
         self.spec["annotations"][spec::STOP_SIGNAL_ANNOTATION]
             .as_str()
-            .and_then(spec::signal_number)
+            .and_then(berth_proto::signal::number)
             .unwrap_or(libc::SIGTERM as u32)
     }
 }

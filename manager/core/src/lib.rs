@@ -1,13 +1,15 @@
-//! berth's manager: a containerd-style daemon (content, images, snapshots,
-//! leases and garbage collection, over gRPC) and the CLI that talks to it.
+//! berth's manager core: content, metadata, snapshots, leases and garbage
+//! collection, images (references, registries, pull, unpack, archives),
+//! containers and tasks (specs, volumes, networks, seccomp, restart
+//! policies). It takes and returns its own types; the APIs (`berth-services`
+//! for the containerd-style gRPC API) are adapters over it.
 
 pub mod apply;
 pub mod archive;
-pub mod cli;
 pub mod config;
 pub mod container;
 pub mod content;
-pub mod daemon;
+pub mod errdefs;
 pub mod events;
 pub mod gc;
 pub mod image;
@@ -20,7 +22,6 @@ pub mod reference;
 pub mod remote;
 pub mod restart;
 pub mod seccomp;
-pub mod server;
 pub mod snapshot;
 pub mod spec;
 pub mod task;
@@ -95,5 +96,18 @@ impl Manager {
                 chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
             ),
         })
+    }
+}
+
+/// Hands memory that a large operation (a pull, a load) freed back to the
+/// kernel. glibc keeps freed chunks in its per-thread arenas, so a daemon
+/// that once unpacked an image would otherwise stay megabytes larger for
+/// its whole life.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and releases glibc's own free lists;
+    // it takes the arenas' locks itself and is safe from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -21,7 +21,7 @@ pub const ANNOTATION: &str = "berth.io/network";
 
 const CNI_VERSION: &str = "1.0.0";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Where the CNI plugin binaries are.

@@ -64,7 +64,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// How to reach registries: from the daemon's configuration and the request.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryOptions {
     /// Hosts (`host[:port]`) reached over plain HTTP.

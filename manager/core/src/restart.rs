@@ -15,39 +15,19 @@ use crate::metadata::{key, Table};
 use crate::task::{self, TaskError};
 use crate::Manager;
 
-pub const POLICY: &str = "berth.io/restart";
+pub use berth_proto::labels::{RestartPolicy as Policy, RESTART_POLICY as POLICY};
 pub const COUNT: &str = "berth.io/restart-count";
 pub const PENDING: &str = "berth.io/restart-pending";
 /// Set by Stop: a container stopped on purpose is not restarted.
 pub const STOPPED: &str = "berth.io/stopped";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    No,
-    OnFailure(Option<u32>),
-    Always,
-}
-
-impl Policy {
-    /// `no`, `always`, `on-failure` or `on-failure:N`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "" | "no" => Some(Policy::No),
-            "always" => Some(Policy::Always),
-            "on-failure" => Some(Policy::OnFailure(None)),
-            _ => s
-                .strip_prefix("on-failure:")
-                .and_then(|n| n.parse().ok())
-                .map(|n| Policy::OnFailure(Some(n))),
-        }
-    }
-
-    fn wants(self, exit_status: u32, count: u32) -> bool {
-        match self {
-            Policy::No => false,
-            Policy::Always => true,
-            Policy::OnFailure(max) => exit_status != 0 && max.is_none_or(|m| count < m),
-        }
+/// Whether a task that exited with `exit_status` after `count` restarts
+/// is started again.
+fn wants(p: Policy, exit_status: u32, count: u32) -> bool {
+    match p {
+        Policy::No => false,
+        Policy::Always => true,
+        Policy::OnFailure(max) => exit_status != 0 && max.is_none_or(|m| count < m),
     }
 }
 
@@ -100,7 +80,7 @@ pub async fn on_exit(m: &Arc<Manager>, ns: &str, id: &str, exit_status: u32) {
     let Ok(rec) = container::get(m, ns, id) else {
         return;
     };
-    if rec.label(STOPPED) || !policy(&rec).wants(exit_status, count(&rec)) {
+    if rec.label(STOPPED) || !wants(policy(&rec), exit_status, count(&rec)) {
         return;
     }
     let n = count(&rec) + 1;
@@ -167,17 +147,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policies_parse_and_decide() {
-        assert_eq!(
-            Policy::parse("on-failure:2"),
-            Some(Policy::OnFailure(Some(2)))
-        );
-        assert_eq!(Policy::parse("always"), Some(Policy::Always));
-        assert_eq!(Policy::parse("sometimes"), None);
-        assert_eq!(Policy::parse("on-failure:x"), None);
+    fn policies_decide() {
         let p = Policy::OnFailure(Some(2));
-        assert!(p.wants(1, 0) && p.wants(1, 1) && !p.wants(1, 2) && !p.wants(0, 0));
-        assert!(Policy::Always.wants(0, 100));
-        assert!(!Policy::No.wants(1, 0));
+        assert!(wants(p, 1, 0) && wants(p, 1, 1) && !wants(p, 1, 2) && !wants(p, 0, 0));
+        assert!(wants(Policy::Always, 0, 100));
+        assert!(!wants(Policy::No, 1, 0));
     }
 }

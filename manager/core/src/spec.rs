@@ -471,21 +471,6 @@ pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
 }
 
 /// The signal number of `SIGTERM`, `TERM` or `15`.
-pub fn signal_number(s: &str) -> Option<u32> {
-    if let Ok(n) = s.parse::<u32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,13 +579,5 @@ mod tests {
             resolve_user("root", t.path()),
             Err(SpecError::UnknownUser(_))
         ));
-    }
-
-    #[test]
-    fn signals_parse() {
-        assert_eq!(signal_number("SIGTERM"), Some(15));
-        assert_eq!(signal_number("kill"), Some(9));
-        assert_eq!(signal_number("10"), Some(10));
-        assert_eq!(signal_number("SIGNOPE"), None);
     }
 }

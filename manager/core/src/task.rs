@@ -34,7 +34,7 @@ pub enum TaskError {
     Snapshot(#[from] SnapshotError),
     #[error("starting the shim for {id}: {reason}")]
     ShimStart { id: String, reason: String },
-    #[error("{0}")]
+    #[error("{}", .0.message())]
     Shim(tonic::Status),
     #[error("task files {path}: {source}")]
     Io {

@@ -1,11 +1,12 @@
+use crate::OrStatus;
 use std::sync::Arc;
 
 use berth_proto::events::v1::{envelope::Event, topics, ContainerCreate, ContainerDelete};
 use tonic::{Request, Response, Status};
 
 use super::{namespace, pb};
-use crate::container::{self, ContainerError, ContainerRecord};
-use crate::Manager;
+use berth_core::container::{self, ContainerError, ContainerRecord};
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -30,7 +31,9 @@ impl pb::containers_server::Containers for Service {
         req: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&req)?;
-        let rec = container::create(&self.0, &ns, req.into_inner()).await?;
+        let rec = container::create(&self.0, &ns, req.into_inner())
+            .await
+            .status()?;
         self.0.events.emit(
             &ns,
             topics::CONTAINER_CREATE,
@@ -47,11 +50,9 @@ impl pb::containers_server::Containers for Service {
         req: Request<pb::GetContainerRequest>,
     ) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&req)?;
-        Ok(Response::new(to_pb(container::get(
-            &self.0,
-            &ns,
-            &req.into_inner().id,
-        )?)))
+        Ok(Response::new(to_pb(
+            container::get(&self.0, &ns, &req.into_inner().id).status()?,
+        )))
     }
 
     async fn list(
@@ -60,7 +61,8 @@ impl pb::containers_server::Containers for Service {
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
         let ns = namespace(&req)?;
         Ok(Response::new(pb::ListContainersResponse {
-            containers: container::list(&self.0, &ns)?
+            containers: container::list(&self.0, &ns)
+                .status()?
                 .into_iter()
                 .map(to_pb)
                 .collect(),
@@ -74,9 +76,9 @@ impl pb::containers_server::Containers for Service {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
         if self.0.tasks.exists(&ns, &id) {
-            return Err(ContainerError::HasTask(id).into());
+            return Err(crate::status(&ContainerError::HasTask(id)));
         }
-        container::delete(&self.0, &ns, &id)?;
+        container::delete(&self.0, &ns, &id).status()?;
         self.0.events.emit(
             &ns,
             topics::CONTAINER_DELETE,

@@ -1,3 +1,4 @@
+use crate::OrStatus;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
@@ -5,9 +6,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{blocking, namespace, pb};
-use crate::content::{ContentError, ContentRecord, Digest};
-use crate::metadata::{key, Table};
-use crate::Manager;
+use berth_core::content::{ContentError, ContentRecord, Digest};
+use berth_core::metadata::{key, Table};
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -24,11 +25,12 @@ impl Service {
     /// The namespace's record of a blob that is present.
     #[allow(clippy::result_large_err)]
     fn record(&self, ns: &str, digest: &str) -> Result<(Digest, ContentRecord), Status> {
-        let d = Digest::parse(digest)?;
-        let rec: Option<ContentRecord> = self.0.meta.get(Table::Content, &key(ns, digest))?;
-        match (rec, self.0.content.size(&d)?) {
+        let d = Digest::parse(digest).status()?;
+        let rec: Option<ContentRecord> =
+            self.0.meta.get(Table::Content, &key(ns, digest)).status()?;
+        match (rec, self.0.content.size(&d).status()?) {
             (Some(r), Some(_)) => Ok((d, r)),
-            _ => Err(ContentError::NotFound(digest.to_owned()).into()),
+            _ => Err(crate::status(&ContentError::NotFound(digest.to_owned()))),
         }
     }
 }
@@ -54,7 +56,8 @@ impl pb::content_server::Content for Service {
         let blobs = self
             .0
             .meta
-            .list::<ContentRecord>(Table::Content, &prefix)?
+            .list::<ContentRecord>(Table::Content, &prefix)
+            .status()?
             .into_iter()
             .filter(|(k, _)| {
                 Digest::parse(&k[prefix.len()..])
@@ -77,15 +80,17 @@ impl pb::content_server::Content for Service {
         // namespace claims it (now, or at the next collection).
         self.0
             .meta
-            .write(|tx| tx.delete(Table::Content, &key(&ns, &digest)))?;
+            .write(|tx| tx.delete(Table::Content, &key(&ns, &digest)))
+            .status()?;
         let others = self
             .0
             .meta
-            .list::<ContentRecord>(Table::Content, "")?
+            .list::<ContentRecord>(Table::Content, "")
+            .status()?
             .into_iter()
             .any(|(k, _)| k.ends_with(&format!("/{digest}")));
         if !others {
-            let _ = self.0.content.delete(&Digest::parse(&digest)?);
+            let _ = self.0.content.delete(&Digest::parse(&digest).status()?);
         }
         Ok(Response::new(pb::DeleteContentResponse {}))
     }
@@ -99,7 +104,7 @@ impl pb::content_server::Content for Service {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let (d, _) = self.record(&ns, &r.digest)?;
-        let mut f = self.0.content.open_blob(&d)?;
+        let mut f = self.0.content.open_blob(&d).status()?;
         let offset =
             u64::try_from(r.offset).map_err(|_| Status::invalid_argument("negative offset"))?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -137,7 +142,7 @@ impl pb::content_server::Content for Service {
         _: Request<pb::ListIngestsRequest>,
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
         let m = self.0.clone();
-        let ingests = blocking(move || Ok(m.content.ingests()?)).await?;
+        let ingests = blocking(move || m.content.ingests().status()).await?;
         Ok(Response::new(pb::ListIngestsResponse {
             ingests: ingests
                 .into_iter()

@@ -7,7 +7,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
 use super::pb;
-use crate::Manager;
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -36,7 +36,7 @@ impl pb::events_server::Events for Service {
                     }
                     Err(RecvError::Closed) => return,
                 };
-                if crate::events::matches(&e, &r.namespaces, &r.topics)
+                if berth_core::events::matches(&e, &r.namespaces, &r.topics)
                     && tx.send(Ok(e)).await.is_err()
                 {
                     return;

@@ -1,3 +1,4 @@
+use crate::OrStatus;
 use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,13 +9,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{namespace, pb};
-use crate::archive::{self, LoadOptions, Save, Spool};
-use crate::image::{self, Desc, ImageError, ImageRecord, Platform};
-use crate::metadata::{key, Table};
-use crate::pull::{self, Progress, PullOptions};
-use crate::remote::PullAuth;
-use crate::snapshot::Driver;
-use crate::Manager;
+use berth_core::archive::{self, LoadOptions, Save, Spool};
+use berth_core::image::{self, Desc, ImageError, ImageRecord, Platform};
+use berth_core::metadata::{key, Table};
+use berth_core::pull::{self, Progress, PullOptions};
+use berth_core::remote::PullAuth;
+use berth_core::snapshot::Driver;
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -100,7 +101,10 @@ impl pb::images_server::Images for Service {
     async fn get(&self, req: Request<pb::GetImageRequest>) -> Result<Response<pb::Image>, Status> {
         let ns = namespace(&req)?;
         let name = req.into_inner().name;
-        let rec = image::find(&self.0.meta, &ns, &name)?.ok_or(ImageError::NotFound(name))?;
+        let rec = image::find(&self.0.meta, &ns, &name)
+            .status()?
+            .ok_or(ImageError::NotFound(name))
+            .status()?;
         Ok(Response::new(image_pb(&self.0, &ns, &rec)))
     }
 
@@ -112,7 +116,8 @@ impl pb::images_server::Images for Service {
         let images = self
             .0
             .meta
-            .list::<ImageRecord>(Table::Images, &key(&ns, ""))?
+            .list::<ImageRecord>(Table::Images, &key(&ns, ""))
+            .status()?
             .into_iter()
             .map(|(_, r)| image_pb(&self.0, &ns, &r))
             .collect();
@@ -125,17 +130,18 @@ impl pb::images_server::Images for Service {
     ) -> Result<Response<pb::DeleteImageResponse>, Status> {
         let ns = namespace(&req)?;
         let name = req.into_inner().name;
-        let Some(rec) = image::find(&self.0.meta, &ns, &name)? else {
-            return Err(ImageError::NotFound(name).into());
+        let Some(rec) = image::find(&self.0.meta, &ns, &name).status()? else {
+            return Err(crate::status(&ImageError::NotFound(name)));
         };
         // Only the record goes; content and snapshots it alone held are
         // removed by the next collection, as in containerd.
         let existed = self
             .0
             .meta
-            .write(|tx| tx.delete(Table::Images, &key(&ns, &rec.name)))?;
+            .write(|tx| tx.delete(Table::Images, &key(&ns, &rec.name)))
+            .status()?;
         if !existed {
-            return Err(ImageError::NotFound(name).into());
+            return Err(crate::status(&ImageError::NotFound(name)));
         }
         self.0.events.emit(
             &ns,
@@ -201,10 +207,10 @@ impl pb::images_server::Images for Service {
                 Ok(Ok(rec)) => Ok(pb::PullProgress {
                     event: Some(pb::pull_progress::Event::Done(image_pb(&m, &ns, &rec))),
                 }),
-                Ok(Err(e)) => Err(Status::from(e)),
+                Ok(Err(e)) => Err(crate::status(&e)),
                 Err(e) => Err(Status::internal(e.to_string())),
             };
-            crate::daemon::trim_heap();
+            berth_core::trim_heap();
             let _ = tx.send(last).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -216,16 +222,16 @@ impl pb::images_server::Images for Service {
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let ns = namespace(&req)?;
         let mut stream = req.into_inner();
-        let mut spool = Spool::create(&self.0)?;
+        let mut spool = Spool::create(&self.0).status()?;
         let mut opts = None;
         while let Some(msg) = stream.message().await? {
             opts.get_or_insert_with(|| LoadOptions {
                 snapshotter: (!msg.snapshotter.is_empty()).then(|| msg.snapshotter.clone()),
                 unpack: !msg.skip_unpack,
             });
-            spool.write(&msg.data).await?;
+            spool.write(&msg.data).await.status()?;
         }
-        let file = spool.finish().await?;
+        let file = spool.finish().await.status()?;
         // Once the upload is complete the load runs to its end even if the
         // client goes away, so its lease is released either way.
         let job = tokio::spawn({
@@ -233,8 +239,8 @@ impl pb::images_server::Images for Service {
             async move { archive::load(&m, &ns, file, opts.unwrap_or_default()).await }
         });
         let recs = job.await.map_err(|e| Status::internal(e.to_string()));
-        crate::daemon::trim_heap();
-        let recs = recs??;
+        berth_core::trim_heap();
+        let recs = recs?.status()?;
         Ok(Response::new(pb::LoadResponse {
             images: recs.iter().map(|r| image_pb(&self.0, &ns, r)).collect(),
         }))
@@ -249,7 +255,9 @@ impl pb::images_server::Images for Service {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         // Unknown names fail the call itself, before any byte is sent.
-        let job = Save::begin(&self.0, &ns, &r.names, platform_of(r.platform)).await?;
+        let job = Save::begin(&self.0, &ns, &r.names, platform_of(r.platform))
+            .await
+            .status()?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let out = Chunks {
@@ -257,7 +265,7 @@ impl pb::images_server::Images for Service {
                 buf: Vec::with_capacity(CHUNK),
             };
             if let Err(e) = job.run(out).await {
-                let _ = tx.send(Err(e.into())).await;
+                let _ = tx.send(Err(crate::status(&e))).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

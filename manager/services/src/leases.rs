@@ -1,10 +1,11 @@
+use crate::OrStatus;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{namespace, pb};
-use crate::lease::{self, Lease};
-use crate::Manager;
+use berth_core::lease::{self, Lease};
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -37,14 +38,11 @@ impl pb::leases_server::Leases for Service {
         let _g = self.0.gc_lock.read().await;
         self.0
             .meta
-            .write(|tx| crate::namespace::ensure_in(tx, &ns))?;
-        Ok(Response::new(to_pb(lease::create(
-            &self.0.meta,
-            &ns,
-            &r.id,
-            r.expire_seconds,
-            "",
-        )?)))
+            .write(|tx| berth_core::namespace::ensure_in(tx, &ns))
+            .status()?;
+        Ok(Response::new(to_pb(
+            lease::create(&self.0.meta, &ns, &r.id, r.expire_seconds, "").status()?,
+        )))
     }
 
     async fn delete(
@@ -52,7 +50,7 @@ impl pb::leases_server::Leases for Service {
         req: Request<pb::DeleteLeaseRequest>,
     ) -> Result<Response<pb::DeleteLeaseResponse>, Status> {
         let ns = namespace(&req)?;
-        lease::delete(&self.0.meta, &ns, &req.into_inner().id)?;
+        lease::delete(&self.0.meta, &ns, &req.into_inner().id).status()?;
         Ok(Response::new(pb::DeleteLeaseResponse {}))
     }
 
@@ -62,7 +60,8 @@ impl pb::leases_server::Leases for Service {
     ) -> Result<Response<pb::ListLeasesResponse>, Status> {
         let ns = namespace(&req)?;
         Ok(Response::new(pb::ListLeasesResponse {
-            leases: lease::list(&self.0.meta, &ns)?
+            leases: lease::list(&self.0.meta, &ns)
+                .status()?
                 .into_iter()
                 .map(to_pb)
                 .collect(),
@@ -73,7 +72,7 @@ impl pb::leases_server::Leases for Service {
         &self,
         _: Request<pb::GarbageCollectRequest>,
     ) -> Result<Response<pb::GarbageCollectResponse>, Status> {
-        let s = crate::gc::collect(&self.0)
+        let s = berth_core::gc::collect(&self.0)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::GarbageCollectResponse {

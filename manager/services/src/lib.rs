@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use tonic::{Code, Status};
 
-use crate::Manager;
+use berth_core::errdefs::{ErrorKind, Kind};
+use berth_core::Manager;
 
 pub use berth_proto::manager::v1 as pb;
 
@@ -27,124 +28,39 @@ pub(crate) fn namespace<T>(req: &tonic::Request<T>) -> Result<String, Status> {
             .to_owned(),
         None => berth_proto::DEFAULT_NAMESPACE.to_owned(),
     };
-    crate::namespace::validate(&ns).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    berth_core::namespace::validate(&ns).status()?;
     Ok(ns)
 }
 
-pub(crate) trait ToStatus {
-    fn to_status(&self) -> Status;
-}
-
-macro_rules! to_status {
-    ($t:ty, $($pat:pat => $code:expr),* $(,)?) => {
-        impl ToStatus for $t {
-            fn to_status(&self) -> Status {
-                #[allow(unreachable_patterns)]
-                let code = match self { $($pat => $code,)* _ => Code::Internal };
-                Status::new(code, self.to_string())
-            }
-        }
-        impl From<$t> for Status {
-            fn from(e: $t) -> Status {
-                e.to_status()
-            }
-        }
-    };
-}
-
-use crate::archive::ArchiveError;
-use crate::container::ContainerError;
-use crate::content::ContentError;
-use crate::image::ImageError;
-use crate::lease::LeaseError;
-use crate::namespace::NamespaceError;
-use crate::pull::PullError;
-use crate::snapshot::SnapshotError;
-
-to_status!(ContentError,
-    ContentError::BadDigest(_) => Code::InvalidArgument,
-    ContentError::NotFound(_) => Code::NotFound,
-    ContentError::SizeMismatch { .. } | ContentError::DigestMismatch { .. } => Code::DataLoss,
-);
-to_status!(SnapshotError,
-    SnapshotError::UnknownSnapshotter(_) | SnapshotError::EmptyKey => Code::InvalidArgument,
-    SnapshotError::NotFound(_) => Code::NotFound,
-    SnapshotError::AlreadyExists(_) => Code::AlreadyExists,
-    SnapshotError::WrongKind { .. } | SnapshotError::ParentNotCommitted(_) | SnapshotError::HasChildren { .. } => Code::FailedPrecondition,
-);
-to_status!(ImageError,
-    ImageError::NotFound(_) => Code::NotFound,
-    ImageError::NoPlatform { .. } => Code::NotFound,
-    ImageError::BadDocument { .. } | ImageError::UnsupportedMediaType(_) | ImageError::LayerCount { .. } => Code::FailedPrecondition,
-    ImageError::Content(e) => e.to_status().code(),
-);
-to_status!(ContainerError,
-    ContainerError::BadId { .. } | ContainerError::BadSpec(_) | ContainerError::Spec(_) => Code::InvalidArgument,
-    ContainerError::NotFound(_) => Code::NotFound,
-    ContainerError::AlreadyExists(_) => Code::AlreadyExists,
-    ContainerError::HasTask(_) | ContainerError::NotUnpacked { .. } => Code::FailedPrecondition,
-    ContainerError::Image(e) => e.to_status().code(),
-    ContainerError::Snapshot(e) => e.to_status().code(),
-    ContainerError::Namespace(e) => e.to_status().code(),
-);
-to_status!(LeaseError,
-    LeaseError::NotFound(_) => Code::NotFound,
-    LeaseError::AlreadyExists(_) => Code::AlreadyExists,
-);
-to_status!(NamespaceError,
-    NamespaceError::Invalid { .. } => Code::InvalidArgument,
-    NamespaceError::NotFound(_) => Code::NotFound,
-    NamespaceError::NotEmpty { .. } => Code::FailedPrecondition,
-);
-impl From<PullError> for Status {
-    fn from(e: PullError) -> Status {
-        let code = match &e {
-            PullError::Remote(r) if r.is_transient() => Code::Unavailable,
-            PullError::Remote(_) => Code::FailedPrecondition,
-            PullError::Download { .. } => Code::Unavailable,
-            PullError::Image(e) => e.to_status().code(),
-            PullError::Content(e) => e.to_status().code(),
-            PullError::Snapshot(e) => e.to_status().code(),
-            PullError::Namespace(e) => e.to_status().code(),
-            PullError::Unpack(_) | PullError::TooLarge { .. } => Code::FailedPrecondition,
-            _ => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+/// The one mapping from the core's error kinds to gRPC codes.
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Internal => Code::Internal,
     }
 }
-impl From<ArchiveError> for Status {
-    fn from(e: ArchiveError) -> Status {
-        use ArchiveError as A;
-        let code = match &e {
-            A::UnsafePath(_)
-            | A::Sparse(_)
-            | A::LinkLoop(_)
-            | A::Unrecognized
-            | A::LayoutVersion(_)
-            | A::Missing { .. }
-            | A::BadJson { .. }
-            | A::Invalid { .. }
-            | A::TooLarge { .. }
-            | A::BadName { .. }
-            | A::NoNames => Code::InvalidArgument,
-            A::Truncated(_) | A::Corrupt { .. } => Code::DataLoss,
-            A::Incomplete { .. } | A::Unpack(_) => Code::FailedPrecondition,
-            A::Write(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Code::Cancelled,
-            A::Content(e) => e.to_status().code(),
-            A::Image(e) => e.to_status().code(),
-            A::Snapshot(e) => e.to_status().code(),
-            A::Lease(e) => e.to_status().code(),
-            A::Namespace(e) => e.to_status().code(),
-            A::Pull(PullError::Namespace(e)) => e.to_status().code(),
-            A::Pull(PullError::Lease(e)) => e.to_status().code(),
-            _ => Code::Internal,
-        };
-        Status::new(code, e.to_string())
-    }
+
+/// A domain error as a status: its kind's code and its whole message.
+pub fn status<E: Kind>(e: &E) -> Status {
+    Status::new(code(e.kind()), e.to_string())
 }
-impl From<crate::metadata::MetadataError> for Status {
-    fn from(e: crate::metadata::MetadataError) -> Status {
-        Status::internal(e.to_string())
+
+/// `.status()?` on a domain result inside a service (the orphan rule
+/// forbids `From<core error> for Status` here, and the core knows nothing
+/// of gRPC): every conversion goes through [`status`].
+pub(crate) trait OrStatus<T> {
+    fn status(self) -> Result<T, Status>;
+}
+
+impl<T, E: Kind> OrStatus<T> for Result<T, E> {
+    fn status(self) -> Result<T, Status> {
+        self.map_err(|e| status(&e))
     }
 }
 
@@ -210,4 +126,26 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_core::archive::ArchiveError;
+    use berth_core::pull::PullError;
+    use berth_core::unpack::UnpackError;
+
+    /// The same unpack failure gives the same code alone and wrapped twice
+    /// (before the one mapping, the wrapped one came out as Internal).
+    #[test]
+    fn a_wrapped_error_keeps_its_code() {
+        let e = || UnpackError::Read {
+            layer: "sha256:00".into(),
+            source: std::io::Error::other("truncated gzip"),
+        };
+        let alone = super::status(&e());
+        let wrapped = super::status(&ArchiveError::Pull(PullError::Unpack(e())));
+        assert_eq!(alone.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(wrapped.code(), alone.code());
+        assert_eq!(wrapped.message(), alone.message());
+    }
 }

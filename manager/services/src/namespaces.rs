@@ -1,10 +1,11 @@
+use crate::OrStatus;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::pb;
-use crate::namespace;
-use crate::Manager;
+use berth_core::namespace;
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -14,7 +15,8 @@ impl pb::namespaces_server::Namespaces for Service {
         &self,
         _: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
-        let namespaces = namespace::list(&self.0.meta)?
+        let namespaces = namespace::list(&self.0.meta)
+            .status()?
             .into_iter()
             .map(|(name, r)| pb::Namespace {
                 name,
@@ -33,7 +35,8 @@ impl pb::namespaces_server::Namespaces for Service {
             &self.0.meta,
             &r.name,
             r.labels.clone().into_iter().collect(),
-        )?;
+        )
+        .status()?;
         Ok(Response::new(pb::Namespace {
             name: r.name,
             labels: r.labels,
@@ -45,7 +48,7 @@ impl pb::namespaces_server::Namespaces for Service {
         req: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
         let _g = self.0.gc_lock.read().await;
-        namespace::delete(&self.0.meta, &req.into_inner().name)?;
+        namespace::delete(&self.0.meta, &req.into_inner().name).status()?;
         Ok(Response::new(pb::DeleteNamespaceResponse {}))
     }
 }

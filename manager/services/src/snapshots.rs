@@ -1,10 +1,11 @@
+use crate::OrStatus;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{blocking, namespace, pb};
-use crate::snapshot::{Driver, Kind, Mount, SnapshotRecord};
-use crate::Manager;
+use berth_core::snapshot::{Driver, Kind, Mount, SnapshotRecord};
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -45,8 +46,9 @@ impl Service {
         let parent = (!r.parent.is_empty()).then_some(r.parent);
         let labels = r.labels.into_iter().collect();
         blocking(move || {
-            Ok(m.snapshots
-                .prepare(&ns, d, &r.key, parent.as_deref(), labels, kind)?)
+            m.snapshots
+                .prepare(&ns, d, &r.key, parent.as_deref(), labels, kind)
+                .status()
         })
         .await
         .map(mounts)
@@ -54,11 +56,12 @@ impl Service {
 
     #[allow(clippy::result_large_err)]
     fn driver(&self, name: &str) -> Result<Driver, Status> {
-        Ok(Driver::parse(if name.is_empty() {
+        Driver::parse(if name.is_empty() {
             &self.0.config.snapshotter
         } else {
             name
-        })?)
+        })
+        .status()
     }
 }
 
@@ -84,11 +87,12 @@ impl pb::snapshots_server::Snapshots for Service {
     ) -> Result<Response<pb::MountsResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        Ok(mounts(self.0.snapshots.mounts(
-            &ns,
-            self.driver(&r.snapshotter)?,
-            &r.key,
-        )?))
+        Ok(mounts(
+            self.0
+                .snapshots
+                .mounts(&ns, self.driver(&r.snapshotter)?, &r.key)
+                .status()?,
+        ))
     }
 
     async fn commit(
@@ -100,7 +104,8 @@ impl pb::snapshots_server::Snapshots for Service {
         let d = self.driver(&r.snapshotter)?;
         self.0
             .snapshots
-            .commit(&ns, d, &r.name, &r.key, r.labels.into_iter().collect())?;
+            .commit(&ns, d, &r.name, &r.key, r.labels.into_iter().collect())
+            .status()?;
         Ok(Response::new(pb::CommitSnapshotResponse {}))
     }
 
@@ -112,7 +117,7 @@ impl pb::snapshots_server::Snapshots for Service {
         let r = req.into_inner();
         let d = self.driver(&r.snapshotter)?;
         let m = self.0.clone();
-        blocking(move || Ok(m.snapshots.remove(&ns, d, &r.key)?)).await?;
+        blocking(move || m.snapshots.remove(&ns, d, &r.key).status()).await?;
         Ok(Response::new(pb::RemoveSnapshotResponse {}))
     }
 
@@ -125,7 +130,8 @@ impl pb::snapshots_server::Snapshots for Service {
         let rec = self
             .0
             .snapshots
-            .get(&ns, self.driver(&r.snapshotter)?, &r.key)?;
+            .get(&ns, self.driver(&r.snapshotter)?, &r.key)
+            .status()?;
         Ok(Response::new(info(r.key, rec)))
     }
 
@@ -138,7 +144,8 @@ impl pb::snapshots_server::Snapshots for Service {
         let snapshots = self
             .0
             .snapshots
-            .list(&ns, self.driver(&r.snapshotter)?)?
+            .list(&ns, self.driver(&r.snapshotter)?)
+            .status()?
             .into_iter()
             .map(|(k, r)| info(k, r))
             .collect();
@@ -153,7 +160,7 @@ impl pb::snapshots_server::Snapshots for Service {
         let r = req.into_inner();
         let d = self.driver(&r.snapshotter)?;
         let m = self.0.clone();
-        let (size, inodes) = blocking(move || Ok(m.snapshots.usage(&ns, d, &r.key)?)).await?;
+        let (size, inodes) = blocking(move || m.snapshots.usage(&ns, d, &r.key).status()).await?;
         Ok(Response::new(pb::SnapshotUsage {
             size: size as i64,
             inodes: inodes as i64,

@@ -1,3 +1,4 @@
+use crate::OrStatus;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{namespace, pb};
-use crate::task::{self, TaskError};
-use crate::Manager;
+use berth_core::task;
+use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
@@ -29,14 +30,14 @@ impl Service {
     #[allow(clippy::result_large_err)]
     fn handle(&self, ns: &str, id: &str) -> Result<task::Handle, Status> {
         self.0.tasks.get(ns, id).map_err(|e| {
-            match crate::container::get(&self.0, ns, id) {
+            match berth_core::container::get(&self.0, ns, id) {
                 Ok(_) => Status::not_found(format!(
                     "container {id:?} is not running: it has no task (never started, or its task was deleted)"
                 )),
-                Err(crate::container::ContainerError::NotFound(_)) => {
+                Err(berth_core::container::ContainerError::NotFound(_)) => {
                     Status::not_found(format!("container {id:?} not found"))
                 }
-                Err(_) => e.into(),
+                Err(_) => crate::status(&e),
             }
         })
     }
@@ -62,7 +63,9 @@ impl pb::tasks_server::Tasks for Service {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         Ok(Response::new(
-            task::create(&self.0, &ns, &r.container_id, &r.log_path, r.start).await?,
+            task::create(&self.0, &ns, &r.container_id, &r.log_path, r.start)
+                .await
+                .status()?,
         ))
     }
 
@@ -116,7 +119,7 @@ impl pb::tasks_server::Tasks for Service {
     async fn kill(&self, req: Request<shim::KillRequest>) -> Result<Empty, Status> {
         let ns = namespace(&req)?;
         if req.get_ref().exec_id.is_empty() {
-            crate::restart::set_stopped(&self.0, &ns, &req.get_ref().id, true);
+            berth_core::restart::set_stopped(&self.0, &ns, &req.get_ref().id, true);
         }
         forward!(self, req, kill)
     }
@@ -134,7 +137,9 @@ impl pb::tasks_server::Tasks for Service {
     ) -> Result<Response<shim::DeleteResponse>, Status> {
         let ns = namespace(&req)?;
         Ok(Response::new(
-            task::delete(&self.0, &ns, req.into_inner()).await?,
+            task::delete(&self.0, &ns, req.into_inner())
+                .await
+                .status()?,
         ))
     }
 
@@ -146,7 +151,9 @@ impl pb::tasks_server::Tasks for Service {
         let r = req.into_inner();
         let timeout = Duration::from_secs(u64::from(r.timeout_seconds));
         Ok(Response::new(
-            task::stop(&self.0, &ns, &r.id, timeout, r.signal).await?,
+            task::stop(&self.0, &ns, &r.id, timeout, r.signal)
+                .await
+                .status()?,
         ))
     }
 
@@ -214,20 +221,5 @@ impl pb::tasks_server::Tasks for Service {
         req: Request<shim::StatsRequest>,
     ) -> Result<Response<shim::StatsResponse>, Status> {
         forward!(self, req, stats)
-    }
-}
-
-impl From<TaskError> for Status {
-    fn from(e: TaskError) -> Status {
-        match e {
-            TaskError::NotFound(_) => Status::not_found(e.to_string()),
-            TaskError::AlreadyExists(_) => Status::already_exists(e.to_string()),
-            TaskError::Container(c) => c.into(),
-            TaskError::Snapshot(s) => s.into(),
-            TaskError::Shim(s) => s,
-            TaskError::ShimStart { .. } | TaskError::Io { .. } | TaskError::Network(_) => {
-                Status::internal(e.to_string())
-            }
-        }
     }
 }
