@@ -11,8 +11,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use berth_proto::manager::v1::{CreateContainerRequest, SpecOptions};
-
 use crate::content::Digest;
 use crate::image::{self, ImageError, ImageRecord, Platform};
 use crate::lease::{self, LeaseError, Resource};
@@ -196,10 +194,26 @@ fn write_etc(dir: &Path, hostname: &str, own_netns: bool) -> Result<(), Containe
     Ok(())
 }
 
+/// What a new container is made of.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub id: String,
+    /// Image name; the image must be present (pulled or loaded) and unpacked.
+    pub image: String,
+    /// The daemon's default when empty.
+    pub snapshotter: String,
+    pub options: spec::Options,
+    /// A complete spec (JSON) to use instead of generating one.
+    pub spec: Option<Vec<u8>>,
+    pub labels: BTreeMap<String, String>,
+    /// Runtime binary; the daemon's default (berth-runtime) when `None`.
+    pub runtime: Option<String>,
+}
+
 pub async fn create(
     m: &Arc<Manager>,
     ns: &str,
-    req: CreateContainerRequest,
+    req: CreateRequest,
 ) -> Result<ContainerRecord, ContainerError> {
     namespace::validate(ns)?;
     berth_proto::identifiers::validate(&req.id).map_err(|source| ContainerError::BadId {
@@ -277,16 +291,16 @@ pub async fn create(
 async fn finish_create(
     m: &Arc<Manager>,
     ns: &str,
-    req: &CreateContainerRequest,
+    req: &CreateRequest,
     driver: Driver,
     img: &ImageRecord,
     img_cfg: &ImageConfig,
     snapshot_key: &str,
     mounts: &[Mount],
 ) -> Result<ContainerRecord, ContainerError> {
-    let opts: SpecOptions = req.options.clone().unwrap_or_default();
-    let spec = if !req.spec.is_empty() {
-        serde_json::from_slice(&req.spec).map_err(ContainerError::BadSpec)?
+    let opts = &req.options;
+    let spec = if let Some(given) = &req.spec {
+        serde_json::from_slice(given).map_err(ContainerError::BadSpec)?
     } else {
         let user = if opts.user.is_empty() {
             img_cfg.user.clone()
@@ -314,7 +328,7 @@ async fn finish_create(
             .await
             .map_err(|e| ContainerError::Mount(e.to_string()))???
         };
-        let hostname = spec::hostname(&opts, &req.id);
+        let hostname = spec::hostname(opts, &req.id);
         write_etc(&cdir, &hostname, opts.network == "none")?;
         let (hosts, resolv, hn) = (
             cdir.join("hosts"),
@@ -325,7 +339,7 @@ async fn finish_create(
             namespace: ns,
             id: &req.id,
             image: img_cfg,
-            options: &opts,
+            options: opts,
             ids,
             etc: spec::EtcFiles {
                 hosts: &hosts,
@@ -336,7 +350,7 @@ async fn finish_create(
         })?
     };
     let now = chrono::Utc::now().timestamp();
-    let mut labels: BTreeMap<String, String> = req.labels.clone().into_iter().collect();
+    let mut labels = req.labels.clone();
     if opts.stdin {
         labels.insert(labels::STDIN.into(), "true".into());
     }
@@ -347,10 +361,9 @@ async fn finish_create(
         snapshot_key: snapshot_key.to_owned(),
         spec,
         labels,
-        runtime: if req.runtime.is_empty() {
-            m.config.runtime_path().display().to_string()
-        } else {
-            req.runtime.clone()
+        runtime: match &req.runtime {
+            Some(r) => r.clone(),
+            None => m.config.runtime_path().display().to_string(),
         },
         created: now,
         updated: now,

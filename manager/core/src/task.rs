@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_proto::events::v1::{envelope::Event, topics};
-use berth_proto::manager::v1 as pb;
 use berth_proto::shim::v1 as shim;
 use shim::shim_client::ShimClient;
 use tonic::transport::Channel;
@@ -130,16 +129,12 @@ fn shim_err(e: tonic::Status) -> TaskError {
     TaskError::Shim(e)
 }
 
-pub fn task_pb(id: &str, st: &shim::StateResponse, log_path: &str) -> pb::Task {
-    pb::Task {
-        id: id.to_owned(),
-        pid: st.pid,
-        status: st.status,
-        exit_status: st.exit_status,
-        exited_at: st.exited_at,
-        terminal: st.terminal,
-        log_path: log_path.to_owned(),
-    }
+/// A task as its shim reports it, with where its output is logged.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub id: String,
+    pub state: shim::StateResponse,
+    pub log_path: String,
 }
 
 pub async fn create(
@@ -148,7 +143,7 @@ pub async fn create(
     id: &str,
     log_path: &str,
     start: bool,
-) -> Result<pb::Task, TaskError> {
+) -> Result<Info, TaskError> {
     let rec = container::get(m, ns, id)?;
     if rec.label(crate::restart::STOPPED) {
         crate::restart::set_stopped(m, ns, id, false);
@@ -253,7 +248,11 @@ pub async fn create(
         .await
         .map_err(shim_err)?
         .into_inner();
-    Ok(task_pb(id, &st, &log_path))
+    Ok(Info {
+        id: id.to_owned(),
+        state: st,
+        log_path,
+    })
 }
 
 /// Whether `p` is a mount point (of any filesystem, bind mounts included).

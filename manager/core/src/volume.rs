@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::OFlag;
 
-use berth_proto::manager::v1::BindMount;
+use crate::spec::Bind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -24,7 +24,7 @@ pub enum VolumeError {
 
 /// The image's volume paths that need an anonymous volume: absolute,
 /// normalized, without `..`, not given a bind mount by the caller, each once.
-pub fn wanted(image_volumes: &[String], binds: &[BindMount]) -> Vec<String> {
+pub fn wanted(image_volumes: &[String], binds: &[Bind]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for v in image_volumes {
         let Some(clean) = normalize(v) else {
@@ -101,8 +101,8 @@ pub fn populate(rootfs: &Path, dest: &str, target: &Path) -> Result<(), VolumeEr
 mod tests {
     use super::*;
 
-    fn bind(dest: &str) -> BindMount {
-        BindMount {
+    fn bind(dest: &str) -> Bind {
+        Bind {
             source: "/srv".into(),
             destination: dest.into(),
             readonly: false,

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{namespace, pb};
 use berth_core::container::{self, ContainerError, ContainerRecord};
+use berth_core::spec;
 use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
@@ -24,6 +25,46 @@ fn to_pb(r: ContainerRecord) -> pb::Container {
     }
 }
 
+fn create_request(r: pb::CreateContainerRequest) -> container::CreateRequest {
+    let o = r.options.unwrap_or_default();
+    container::CreateRequest {
+        id: r.id,
+        image: r.image,
+        snapshotter: r.snapshotter,
+        options: spec::Options {
+            args: o.args,
+            entrypoint: o.entrypoint,
+            entrypoint_set: o.entrypoint_set,
+            env: o.env,
+            cwd: o.cwd,
+            user: o.user,
+            privileged: o.privileged,
+            cap_add: o.cap_add,
+            cap_drop: o.cap_drop,
+            mounts: o
+                .mounts
+                .into_iter()
+                .map(|b| spec::Bind {
+                    source: b.source,
+                    destination: b.destination,
+                    readonly: b.readonly,
+                })
+                .collect(),
+            memory_bytes: o.memory_bytes,
+            cpus: o.cpus,
+            pids_limit: o.pids_limit,
+            readonly_rootfs: o.readonly_rootfs,
+            network: o.network,
+            hostname: o.hostname,
+            terminal: o.terminal,
+            stdin: o.stdin,
+        },
+        spec: (!r.spec.is_empty()).then_some(r.spec),
+        labels: r.labels.into_iter().collect(),
+        runtime: (!r.runtime.is_empty()).then_some(r.runtime),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::containers_server::Containers for Service {
     async fn create(
@@ -31,7 +72,7 @@ impl pb::containers_server::Containers for Service {
         req: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&req)?;
-        let rec = container::create(&self.0, &ns, req.into_inner())
+        let rec = container::create(&self.0, &ns, create_request(req.into_inner()))
             .await
             .status()?;
         self.0.events.emit(

@@ -13,6 +13,18 @@ use berth_core::Manager;
 
 pub struct Service(pub Arc<Manager>);
 
+fn task_pb(i: task::Info) -> pb::Task {
+    pb::Task {
+        id: i.id,
+        pid: i.state.pid,
+        status: i.state.status,
+        exit_status: i.state.exit_status,
+        exited_at: i.state.exited_at,
+        terminal: i.state.terminal,
+        log_path: i.log_path,
+    }
+}
+
 type Empty = Response<()>;
 
 impl Service {
@@ -62,11 +74,11 @@ impl pb::tasks_server::Tasks for Service {
     ) -> Result<Response<pb::Task>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        Ok(Response::new(
+        Ok(Response::new(task_pb(
             task::create(&self.0, &ns, &r.container_id, &r.log_path, r.start)
                 .await
                 .status()?,
-        ))
+        )))
     }
 
     async fn start(
@@ -89,7 +101,11 @@ impl pb::tasks_server::Tasks for Service {
             })
             .await?
             .into_inner();
-        Ok(Response::new(task::task_pb(&id, &st, &h.log_path)))
+        Ok(Response::new(task_pb(task::Info {
+            id,
+            state: st,
+            log_path: h.log_path,
+        })))
     }
 
     async fn list(
@@ -108,7 +124,11 @@ impl pb::tasks_server::Tasks for Service {
                 })
                 .await;
             if let Ok(st) = st {
-                tasks.push(task::task_pb(&id, &st.into_inner(), &h.log_path));
+                tasks.push(task_pb(task::Info {
+                    id,
+                    state: st.into_inner(),
+                    log_path: h.log_path,
+                }));
             }
         }
         Ok(Response::new(pb::ListTasksResponse { tasks }))
