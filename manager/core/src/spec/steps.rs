@@ -1,0 +1,297 @@
+//! The spec as a typed `oci_spec::runtime::Spec`, made by small steps that
+//! each own one part: the process (image config + user options), the
+//! namespaces (network mode), the mounts, the resources, the security
+//! defaults and the annotations. A second API (the CRI) feeds the same
+//! steps from its own request.
+
+use std::collections::HashMap;
+
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp,
+    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder,
+    Spec, UserBuilder,
+};
+
+use super::{
+    args, hostname, merge_env, stop_signal, Inputs, Options, SpecError, MASKED_PATHS,
+    READONLY_PATHS, STOP_SIGNAL_ANNOTATION,
+};
+
+/// How the container is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Host,
+    None,
+    /// A private namespace on the CNI bridge; its path is filled in at task
+    /// create (`crate::network`).
+    Bridge,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "" | "host" => Ok(Self::Host),
+            "none" => Ok(Self::None),
+            "bridge" => Ok(Self::Bridge),
+            other => Err(SpecError::BadNetwork(other.to_owned())),
+        }
+    }
+}
+
+/// Every step in order; `caps` is the final capability set (by name, in
+/// the order the options made it).
+pub fn build(i: &Inputs<'_>, caps: &[String]) -> Result<Spec, SpecError> {
+    let o = i.options;
+    let network = Network::parse(&o.network)?;
+    let mut spec = Spec::default();
+    spec.set_version("1.1.0".into());
+    spec.set_process(Some(process(i, caps)?));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(o.readonly_rootfs)
+            .build()?,
+    ));
+    spec.set_hostname(Some(hostname(o, i.id)));
+    spec.set_mounts(Some(mounts(i)?));
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(o, network)?)
+        .resources(resources(o)?)
+        .cgroups_path(format!("/berth/{}-{}", i.namespace, i.id))
+        .build()?;
+    // LinuxBuilder starts from the crate's own defaults: clear them so only
+    // what a step sets is in the spec.
+    linux.set_masked_paths(None);
+    linux.set_readonly_paths(None);
+    security(&mut linux, o, caps)?;
+    spec.set_linux(Some(linux));
+    spec.set_annotations(Some(annotations(i, network)));
+    Ok(spec)
+}
+
+fn cap_set(caps: &[String]) -> Result<Capabilities, SpecError> {
+    caps.iter()
+        .map(|c| {
+            serde_json::from_value::<Capability>(serde_json::Value::String(c.clone()))
+                .map_err(|_| SpecError::UnknownCapability(c.clone()))
+        })
+        .collect()
+}
+
+/// The process: the image's command, environment and directory with the
+/// caller's overrides, the resolved user, capabilities and rlimits.
+fn process(i: &Inputs<'_>, caps: &[String]) -> Result<Process, SpecError> {
+    let o = i.options;
+    let cwd = if !o.cwd.is_empty() {
+        o.cwd.clone()
+    } else if !i.image.working_dir.is_empty() {
+        i.image.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    let set = cap_set(caps)?;
+    let mut p = ProcessBuilder::default()
+        .terminal(o.terminal)
+        .user(
+            UserBuilder::default()
+                .uid(i.ids.uid)
+                .gid(i.ids.gid)
+                .additional_gids(i.ids.additional_gids.clone())
+                .build()?,
+        )
+        .args(args(i.image, o)?)
+        .env(merge_env(&i.image.env, &o.env)?)
+        .cwd(cwd)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(set.clone())
+                .effective(set.clone())
+                .permitted(set)
+                .build()?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1024u64)
+            .soft(1024u64)
+            .build()?])
+        .no_new_privileges(false)
+        .build()?;
+    // The builder's defaults include capability sets this spec leaves out.
+    if let Some(c) = p.capabilities().clone() {
+        let mut c = c;
+        c.set_inheritable(None);
+        c.set_ambient(None);
+        p.set_capabilities(Some(c));
+    }
+    Ok(p)
+}
+
+/// Private namespaces but the network's, which follows the network mode;
+/// a privileged container keeps the host's cgroup namespace, as Docker's.
+fn namespaces(o: &Options, network: Network) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let mut kinds = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if network != Network::Host {
+        kinds.push(LinuxNamespaceType::Network);
+    }
+    if !o.privileged {
+        kinds.push(LinuxNamespaceType::Cgroup);
+    }
+    kinds
+        .into_iter()
+        .map(|k| Ok(LinuxNamespaceBuilder::default().typ(k).build()?))
+        .collect()
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+/// The kernel filesystems, the per-container `/etc` files, the caller's
+/// binds (absolute paths only) and the image's anonymous volumes.
+fn mounts(i: &Inputs<'_>) -> Result<Vec<Mount>, SpecError> {
+    let o = i.options;
+    let rw_if_privileged = if o.privileged { "rw" } else { "ro" };
+    let mut v = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", rw_if_privileged],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", rw_if_privileged],
+        )?,
+    ];
+    let bind =
+        |dest: &str, src: &str, mode: &str| mount(dest, "bind", src, &["rbind", "rprivate", mode]);
+    for (dest, src) in [
+        ("/etc/hosts", i.etc.hosts),
+        ("/etc/resolv.conf", i.etc.resolv_conf),
+        ("/etc/hostname", i.etc.hostname),
+    ] {
+        v.push(bind(dest, &src.to_string_lossy(), "rw")?);
+    }
+    for m in &o.mounts {
+        if !m.source.starts_with('/') || !m.destination.starts_with('/') {
+            return Err(SpecError::BadMount(format!(
+                "{}:{}",
+                m.source, m.destination
+            )));
+        }
+        let mode = if m.readonly { "ro" } else { "rw" };
+        v.push(bind(&m.destination, &m.source, mode)?);
+    }
+    for (dest, src) in i.volumes {
+        v.push(bind(dest, &src.to_string_lossy(), "rw")?);
+    }
+    Ok(v)
+}
+
+/// Device rules (all denied but what the runtime adds, or all allowed when
+/// privileged) and the memory, CPU and pids limits asked for.
+fn resources(o: &Options) -> Result<LinuxResources, SpecError> {
+    let mut r = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(o.privileged)
+            .access("rwm")
+            .build()?])
+        .build()?;
+    if o.memory_bytes > 0 {
+        r.set_memory(Some(
+            LinuxMemoryBuilder::default()
+                .limit(o.memory_bytes)
+                .build()?,
+        ));
+    }
+    if o.cpus != 0.0 {
+        if !(0.01..=1024.0).contains(&o.cpus) {
+            return Err(SpecError::BadCpus(o.cpus));
+        }
+        r.set_cpu(Some(
+            LinuxCpuBuilder::default()
+                .quota((o.cpus * 100_000.0) as i64)
+                .period(100_000u64)
+                .build()?,
+        ));
+    }
+    if o.pids_limit > 0 {
+        r.set_pids(Some(
+            LinuxPidsBuilder::default().limit(o.pids_limit).build()?,
+        ));
+    }
+    Ok(r)
+}
+
+/// The masked and read-only paths and Docker's seccomp profile, all lifted
+/// for a privileged container.
+fn security(
+    linux: &mut oci_spec::runtime::Linux,
+    o: &Options,
+    caps: &[String],
+) -> Result<(), SpecError> {
+    if o.privileged {
+        return Ok(());
+    }
+    linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
+    linux.set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
+    let profile: LinuxSeccomp = serde_json::from_value(crate::seccomp::default_profile(caps))
+        .map_err(SpecError::Seccomp)?;
+    linux.set_seccomp(Some(profile));
+    Ok(())
+}
+
+fn annotations(i: &Inputs<'_>, network: Network) -> HashMap<String, String> {
+    let mut a = HashMap::new();
+    a.insert(STOP_SIGNAL_ANNOTATION.to_owned(), stop_signal(i.image));
+    if network == Network::Bridge {
+        a.insert(crate::network::ANNOTATION.to_owned(), "bridge".to_owned());
+    }
+    a
+}
