@@ -50,6 +50,48 @@ pub enum CgroupError {
     Setup(String),
     #[error("cgroup {path}: {msg}")]
     Manager { path: PathBuf, msg: String },
+    /// Reading the mount table to find the v1 hierarchies failed.
+    #[error("cgroup {}", cgroup.display())]
+    Mountinfo {
+        cgroup: PathBuf,
+        #[source]
+        source: MountinfoError,
+    },
+    /// A file or directory of a v1 hierarchy (or `/proc/self/cgroup`) the
+    /// self-join set-up reads, creates or writes.
+    #[error("cgroup {}: {}", cgroup.display(), path.display())]
+    File {
+        cgroup: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container's process could not move itself into a hierarchy
+    /// (`join_self`, in the child).
+    #[error("joining {}", tasks.display())]
+    JoinSelf {
+        tasks: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CgroupError {
+    fn file(cgroup: &Path, path: &Path, source: std::io::Error) -> Self {
+        CgroupError::File {
+            cgroup: cgroup.to_path_buf(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountinfoError {
+    #[error("opening /proc/self/mountinfo")]
+    Open(#[source] pathrs::error::Error),
+    #[error("reading /proc/self/mountinfo")]
+    Read(#[source] std::io::Error),
 }
 
 /// Where a container's cgroup is and which driver manages it; stored in the
@@ -249,12 +291,17 @@ pub fn prepare_self_join(cfg: &CgroupConfig) -> Result<Option<Vec<PathBuf>>, Cgr
     if cfg.systemd || !matches!(setup()?, CgroupSetup::Legacy | CgroupSetup::Hybrid) {
         return Ok(None);
     }
-    let mountinfo = read_mountinfo().map_err(|e| err(cfg, e))?;
+    let mountinfo = read_mountinfo().map_err(|source| CgroupError::Mountinfo {
+        cgroup: cfg.path.clone(),
+        source,
+    })?;
     let mounts = |ctrl: libcgroups::v1::ControllerType| v1_mount_point(&mountinfo, ctrl);
     if mounts(libcgroups::v1::ControllerType::Devices).is_none() {
         return Err(CgroupError::NoDevicesController);
     }
-    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| err(cfg, e))?;
+    let own_cgroups = Path::new("/proc/self/cgroup");
+    let own = std::fs::read_to_string(own_cgroups)
+        .map_err(|e| CgroupError::file(&cfg.path, own_cgroups, e))?;
     let listed = |name: &str| {
         own.lines()
             .filter_map(|l| l.split(':').nth(1))
@@ -270,10 +317,10 @@ pub fn prepare_self_join(cfg: &CgroupConfig) -> Result<Option<Vec<PathBuf>>, Cgr
             continue;
         }
         let dir = mount.join(rel);
-        std::fs::create_dir_all(&dir).map_err(|e| err(cfg, format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| CgroupError::file(&cfg.path, &dir, e))?;
         if ctrl == libcgroups::v1::ControllerType::CpuSet {
             for file in ["cpuset.cpus", "cpuset.mems"] {
-                inherit_cpuset(&mount, rel, file).map_err(|e| err(cfg, e))?;
+                inherit_cpuset(&cfg.path, &mount, rel, file)?;
             }
         }
         dirs.push(dir);
@@ -283,7 +330,7 @@ pub fn prepare_self_join(cfg: &CgroupConfig) -> Result<Option<Vec<PathBuf>>, Cgr
 
 /// `/proc/self/mountinfo`, opened through a verified procfs handle (as
 /// `libcgroups` does), read once for every controller.
-fn read_mountinfo() -> Result<String, String> {
+fn read_mountinfo() -> Result<String, MountinfoError> {
     use std::io::Read;
     let mut f = pathrs::procfs::ProcfsHandle::new()
         .and_then(|p| {
@@ -293,10 +340,9 @@ fn read_mountinfo() -> Result<String, String> {
                 pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
             )
         })
-        .map_err(|e| format!("opening /proc/self/mountinfo: {e}"))?;
+        .map_err(MountinfoError::Open)?;
     let mut text = String::new();
-    f.read_to_string(&mut text)
-        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    f.read_to_string(&mut text).map_err(MountinfoError::Read)?;
     Ok(text)
 }
 
@@ -359,15 +405,18 @@ fn unescape_octal(s: &str) -> String {
 
 /// A new cpuset cgroup has no CPUs or memory nodes and takes no task:
 /// copies them down from the nearest ancestor, level by level.
-fn inherit_cpuset(mount: &Path, rel: &Path, file: &str) -> Result<(), String> {
+fn inherit_cpuset(cgroup: &Path, mount: &Path, rel: &Path, file: &str) -> Result<(), CgroupError> {
     let mut current = mount.to_path_buf();
-    let mut value = std::fs::read_to_string(current.join(file)).map_err(|e| e.to_string())?;
+    let top = current.join(file);
+    let mut value =
+        std::fs::read_to_string(&top).map_err(|e| CgroupError::file(cgroup, &top, e))?;
     for part in rel.components() {
         current.push(part);
         let path = current.join(file);
-        let own = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let own =
+            std::fs::read_to_string(&path).map_err(|e| CgroupError::file(cgroup, &path, e))?;
         if own.trim().is_empty() {
-            std::fs::write(&path, value.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::write(&path, value.trim()).map_err(|e| CgroupError::file(cgroup, &path, e))?;
         } else {
             value = own;
         }
@@ -378,10 +427,12 @@ fn inherit_cpuset(mount: &Path, rel: &Path, file: &str) -> Result<(), String> {
 /// Runs in the container's process, single-threaded, before anything else:
 /// moves it into `dirs` (from `prepare_self_join`). Writing "0" to `tasks`
 /// moves the calling thread, which here is the whole process.
-pub fn join_self(dirs: &[PathBuf]) -> Result<(), String> {
+pub fn join_self(dirs: &[PathBuf]) -> Result<(), CgroupError> {
     for d in dirs {
         let tasks = d.join("tasks");
-        std::fs::write(&tasks, "0").map_err(|e| format!("joining {}: {e}", tasks.display()))?;
+        if let Err(source) = std::fs::write(&tasks, "0") {
+            return Err(CgroupError::JoinSelf { tasks, source });
+        }
     }
     Ok(())
 }

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::commands::create::CreateArgs;
+use crate::commands::exec::ExecArgs;
+use crate::commands::update::UpdateArgs;
 use crate::commands::{self, Global};
 
 const DEFAULT_ROOT: &str = "/run/berth-runtime";
@@ -44,123 +47,6 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Path to the root of the bundle directory, defaults to the current directory.
-    #[arg(short, long, default_value = ".")]
-    pub bundle: PathBuf,
-    /// Path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal.
-    #[arg(long, value_name = "PATH")]
-    pub console_socket: Option<PathBuf>,
-    /// Specify the file to write the process id to.
-    #[arg(long, value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
-    /// Do not use pivot root to jail process inside rootfs.
-    #[arg(long)]
-    pub no_pivot: bool,
-    /// Do not create a new session keyring for the container.
-    #[arg(long)]
-    pub no_new_keyring: bool,
-    /// Pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub preserve_fds: i32,
-    /// Container id.
-    pub id: String,
-}
-
-#[derive(Debug, Args)]
-pub struct ExecArgs {
-    /// Path to an AF_UNIX socket which will receive the pty master.
-    #[arg(long, value_name = "PATH")]
-    pub console_socket: Option<PathBuf>,
-    /// Current working directory in the container.
-    #[arg(long)]
-    pub cwd: Option<PathBuf>,
-    /// Set environment variables.
-    #[arg(short, long, value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Allocate a pseudo-TTY.
-    #[arg(short, long)]
-    pub tty: bool,
-    /// UID (format: <uid>[:<gid>]).
-    #[arg(short, long)]
-    pub user: Option<String>,
-    /// Additional gids.
-    #[arg(short = 'g', long, value_name = "GID")]
-    pub additional_gids: Vec<u32>,
-    /// Path to the process.json.
-    #[arg(short, long, value_name = "PATH")]
-    pub process: Option<PathBuf>,
-    /// Detach from the container's process.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Specify the file to write the process id to.
-    #[arg(long, value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
-    /// Set the no new privileges value for the process.
-    #[arg(long)]
-    pub no_new_privs: bool,
-    /// Add a capability to the bounding set for the process.
-    #[arg(short, long, value_name = "CAP")]
-    pub cap: Vec<String>,
-    /// Pass N additional file descriptors to the process.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub preserve_fds: i32,
-    /// Allow exec in a paused container.
-    #[arg(long)]
-    pub ignore_paused: bool,
-    /// Container id.
-    pub id: String,
-    /// Command and arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct UpdateArgs {
-    /// Path to a file containing the resources to update, or '-' to read from stdin.
-    #[arg(short, long, value_name = "PATH")]
-    pub resources: Option<PathBuf>,
-    /// Specifies per cgroup weight, range is from 10 to 1000.
-    #[arg(long)]
-    pub blkio_weight: Option<u16>,
-    /// CPU CFS period to be used for hardcapping (in usecs).
-    #[arg(long)]
-    pub cpu_period: Option<u64>,
-    /// CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period.
-    #[arg(long)]
-    pub cpu_quota: Option<i64>,
-    /// CPU realtime period to be used for hardcapping (in usecs).
-    #[arg(long)]
-    pub cpu_rt_period: Option<u64>,
-    /// CPU realtime hardcap limit (in usecs).
-    #[arg(long)]
-    pub cpu_rt_runtime: Option<i64>,
-    /// CPU shares (relative weight vs. other containers).
-    #[arg(long)]
-    pub cpu_share: Option<u64>,
-    /// CPU(s) to use.
-    #[arg(long)]
-    pub cpuset_cpus: Option<String>,
-    /// Memory node(s) to use.
-    #[arg(long)]
-    pub cpuset_mems: Option<String>,
-    /// Memory limit (in bytes, or with a k/m/g suffix).
-    #[arg(long)]
-    pub memory: Option<String>,
-    /// Memory reservation or soft_limit (in bytes, or with a suffix).
-    #[arg(long)]
-    pub memory_reservation: Option<String>,
-    /// Total memory usage (memory + swap); set '-1' to enable unlimited swap.
-    #[arg(long)]
-    pub memory_swap: Option<String>,
-    /// Maximum number of pids allowed in the container.
-    #[arg(long)]
-    pub pids_limit: Option<i64>,
-    /// Container id.
-    pub id: String,
 }
 
 #[derive(Debug, Subcommand)]

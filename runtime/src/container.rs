@@ -20,6 +20,19 @@ pub const OCI_VERSION: &str = "1.0.2-dev";
 const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
 
+/// The OCI state of a container process that has no saved state yet (or
+/// whose state is not at hand): what hooks and seccomp agents get on
+/// stdin during create.
+pub fn state_json(id: &str, pid: i32, bundle: &Path, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error("container does not exist")]

@@ -4,23 +4,55 @@
 
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::Hook;
 
+/// A hook that failed, and which one: the spec's hook list for `kind`
+/// (prestart, createRuntime, ...), its position there and its program.
 #[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    #[error("{kind} hook #{index} ({path}): {msg}")]
-    Failed {
-        kind: &'static str,
-        index: usize,
-        path: String,
-        msg: String,
+#[error("{kind} hook #{index} ({})", path.display())]
+pub struct HookError {
+    pub kind: &'static str,
+    pub index: usize,
+    pub path: PathBuf,
+    #[source]
+    pub cause: HookFailure,
+}
+
+/// Why a hook failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookFailure {
+    /// The hook could not be started, or waited for.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {0}s")]
+    Timeout(i64),
+    /// The hook ran and failed; what it printed usually says why.
+    #[error(
+        "{}, stdout: {}, stderr: {}",
+        describe(status),
+        String::from_utf8_lossy(stdout).trim(),
+        String::from_utf8_lossy(stderr).trim()
+    )]
+    Exit {
+        status: ExitStatus,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
     },
 }
 
-fn run_one(hook: &Hook, state: &str) -> Result<(), String> {
+fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+fn run_one(hook: &Hook, state: &str) -> Result<(), HookFailure> {
     let mut cmd = Command::new(hook.path());
     let args = hook.args().clone().unwrap_or_default();
     if let Some((arg0, rest)) = args.split_first() {
@@ -35,7 +67,7 @@ fn run_one(hook: &Hook, state: &str) -> Result<(), String> {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let mut child = cmd.spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(state.as_bytes());
@@ -44,41 +76,40 @@ fn run_one(hook: &Hook, state: &str) -> Result<(), String> {
         .timeout()
         .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = child.try_wait()? {
             break st;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)));
+            return Err(HookFailure::Timeout(hook.timeout().unwrap_or(0)));
         }
         std::thread::sleep(Duration::from_millis(2));
     };
     if status.success() {
         return Ok(());
     }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let why = match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => status.to_string(),
-    };
-    Err(format!(
-        "{why}, stdout: {}, stderr: {}",
-        String::from_utf8_lossy(&out.stdout).trim(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
+    let out = child.wait_with_output()?;
+    Err(HookFailure::Exit {
+        status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+fn run_at(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result<(), HookError> {
+    run_one(hook, state).map_err(|cause| HookError {
+        kind,
+        index,
+        path: hook.path().clone(),
+        cause,
+    })
 }
 
 /// Runs `hooks` in order; stops at the first failure.
 pub fn run(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &str) -> Result<(), HookError> {
     for (index, hook) in hooks.into_iter().flatten().enumerate() {
-        run_one(hook, state).map_err(|msg| HookError::Failed {
-            kind,
-            index,
-            path: hook.path().display().to_string(),
-            msg,
-        })?;
+        run_at(kind, index, hook, state)?;
     }
     Ok(())
 }
@@ -86,11 +117,41 @@ pub fn run(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &str) -> Result
 /// Runs every hook; failures are logged as warnings.
 pub fn run_warn(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &str) {
     for (index, hook) in hooks.into_iter().flatten().enumerate() {
-        if let Err(msg) = run_one(hook, state) {
-            crate::logger::warn(&format!(
-                "{kind} hook #{index} ({}): {msg}",
-                hook.path().display()
-            ));
+        if let Err(e) = run_at(kind, index, hook, state) {
+            crate::logger::warn(&crate::error_chain(&e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::HookBuilder;
+
+    fn hook(path: &str, args: &[&str]) -> Vec<Hook> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        vec![HookBuilder::default()
+            .path(path)
+            .args(args)
+            .build()
+            .unwrap()]
+    }
+
+    /// The chain printed for a failed hook is the one-line message users
+    /// (and the integration tests) match on.
+    #[test]
+    fn failures_read_as_one_line() {
+        let failing = hook("/bin/sh", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+        let e = run("createRuntime", Some(&failing), "{}").unwrap_err();
+        assert_eq!(
+            crate::error_chain(&e),
+            "createRuntime hook #0 (/bin/sh): exit status 3, stdout: out, stderr: err"
+        );
+        let missing = hook("/nonexistent/hook", &[]);
+        let e = run("prestart", Some(&missing), "{}").unwrap_err();
+        assert_eq!(
+            crate::error_chain(&e),
+            "prestart hook #0 (/nonexistent/hook): No such file or directory (os error 2)"
+        );
     }
 }

@@ -33,3 +33,18 @@ pub mod user;
 pub const fn defences_disabled() -> bool {
     cfg!(feature = "test-disable-defences")
 }
+
+/// `err` and its causes as one line, "outer: cause: root cause", the way
+/// the CLI prints an `anyhow` error with `{:#}`: for the places that report
+/// an error without going through `anyhow` (the container's init, whose
+/// message travels to the runtime as text, and warnings).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

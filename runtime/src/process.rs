@@ -5,7 +5,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Hooks, LinuxIdMapping, LinuxResources, LinuxSeccomp};
 
 use crate::cgroups::CgroupConfig;
+use crate::container::state_json;
 use crate::init::InitArgs;
 use crate::sync::{Channel, Msg};
 
@@ -30,8 +31,20 @@ pub enum LaunchError {
     Sync(#[from] crate::sync::SyncError),
     #[error("container init: {0}")]
     Child(String),
-    #[error("seccomp notify listener {path}: {err}")]
-    Listener { path: String, err: String },
+    /// The seccomp agent at `listenerPath` could not be reached.
+    #[error("seccomp notify listener {}", .path.display())]
+    ListenerConnect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent took the connection but not the listener fd.
+    #[error("seccomp notify listener {}", .path.display())]
+    ListenerSend {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// What to do with the child's cgroup.
@@ -98,17 +111,6 @@ fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<(), Launch
     })
 }
 
-/// The OCI state handed to hooks and seccomp agents.
-pub fn state_json(id: &str, pid: i32, bundle: &Path, status: &str) -> serde_json::Value {
-    serde_json::json!({
-        "ociVersion": crate::container::OCI_VERSION,
-        "id": id,
-        "status": status,
-        "pid": pid,
-        "bundle": bundle,
-    })
-}
-
 /// Sends the notify listener to the agent at `listenerPath`, with the
 /// runtime-spec's `containerProcessState`.
 fn send_listener(
@@ -124,11 +126,10 @@ fn send_listener(
     let Some(path) = sc.listener_path() else {
         return Ok(());
     };
-    let err = |e: String| LaunchError::Listener {
-        path: path.display().to_string(),
-        err: e,
-    };
-    let sock = UnixStream::connect(path).map_err(|e| err(e.to_string()))?;
+    let sock = UnixStream::connect(path).map_err(|source| LaunchError::ListenerConnect {
+        path: path.clone(),
+        source,
+    })?;
     let msg = serde_json::json!({
         "ociVersion": crate::container::OCI_VERSION,
         "fds": ["seccompFd"],
@@ -147,7 +148,10 @@ fn send_listener(
         nix::sys::socket::MsgFlags::empty(),
         None,
     )
-    .map_err(|e| err(e.to_string()))?;
+    .map_err(|source| LaunchError::ListenerSend {
+        path: path.clone(),
+        source,
+    })?;
     Ok(())
 }
 

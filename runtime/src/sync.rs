@@ -27,16 +27,19 @@ pub enum Msg {
     Error(String),
 }
 
+/// The cause of an I/O failure is the source, not part of the message:
+/// reporters print the chain ("sync channel: Broken pipe"), and a message
+/// that repeated it would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("sync channel: {0}")]
+    #[error("sync channel")]
     Io(#[from] std::io::Error),
-    #[error("sync channel: {0}")]
+    #[error("sync channel")]
     Nix(#[from] nix::Error),
     #[error("the container's init process exited during setup")]
     Closed,
-    #[error("sync channel: bad message: {0}")]
-    Decode(String),
+    #[error("sync channel: bad message")]
+    Decode(#[source] serde_json::Error),
 }
 
 pub struct Channel {
@@ -59,7 +62,7 @@ impl Channel {
     }
 
     pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| SyncError::Decode(e.to_string()))?;
+        let bytes = serde_json::to_vec(msg).map_err(SyncError::Decode)?;
         nix::sys::socket::send(
             self.fd.as_raw_fd(),
             &bytes,
@@ -116,7 +119,7 @@ impl Channel {
         if n == 0 {
             return Err(SyncError::Closed);
         }
-        serde_json::from_slice(&buf[..n]).map_err(|e| SyncError::Decode(e.to_string()))
+        serde_json::from_slice(&buf[..n]).map_err(SyncError::Decode)
     }
 }
 

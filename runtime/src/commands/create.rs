@@ -6,16 +6,41 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
 use super::Global;
-use crate::cli::CreateArgs;
 use crate::container::{Container, EXEC_FIFO};
 use crate::init::{InitArgs, Mode as InitMode};
 use crate::namespaces::Plan;
 use crate::process::{launch, CgroupAction, Launch};
 use crate::sync::Channel;
+
+// The command's flags. Not a doc comment: clap would make it the help text.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Path to the root of the bundle directory, defaults to the current directory.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Specify the file to write the process id to.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot root to jail process inside rootfs.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring for the container.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Container id.
+    pub id: String,
+}
 
 /// Removes what a failed create made, unless disarmed.
 struct Cleanup<'a> {

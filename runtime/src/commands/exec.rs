@@ -4,15 +4,64 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use oci_spec::runtime::{Capability, LinuxNamespace, LinuxNamespaceType, Process};
 
 use super::Global;
-use crate::cli::ExecArgs;
 use crate::container::Status;
 use crate::init::{InitArgs, Mode as InitMode};
 use crate::namespaces::Plan;
 use crate::process::{launch, CgroupAction, Launch};
 use crate::sync::Channel;
+
+// The command's flags. Not a doc comment: clap would make it the help text.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Path to an AF_UNIX socket which will receive the pty master.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Current working directory in the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set environment variables.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// UID (format: <uid>[:<gid>]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional gids.
+    #[arg(short = 'g', long, value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Path to the process.json.
+    #[arg(short, long, value_name = "PATH")]
+    pub process: Option<PathBuf>,
+    /// Detach from the container's process.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Specify the file to write the process id to.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Set the no new privileges value for the process.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Add a capability to the bounding set for the process.
+    #[arg(short, long, value_name = "CAP")]
+    pub cap: Vec<String>,
+    /// Pass N additional file descriptors to the process.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Allow exec in a paused container.
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Container id.
+    pub id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
 
 fn ns_file(t: LinuxNamespaceType) -> &'static str {
     match t {

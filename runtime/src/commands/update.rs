@@ -3,14 +3,61 @@
 //! unset value keeps what the container had.
 
 use std::io::Read;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use oci_spec::runtime::LinuxResources;
 use serde_json::{json, Value};
 
 use super::Global;
-use crate::cli::UpdateArgs;
 use crate::container::Status;
+
+// The command's flags. Not a doc comment: clap would make it the help text.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Path to a file containing the resources to update, or '-' to read from stdin.
+    #[arg(short, long, value_name = "PATH")]
+    pub resources: Option<PathBuf>,
+    /// Specifies per cgroup weight, range is from 10 to 1000.
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period to be used for hardcapping (in usecs).
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period.
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPU realtime period to be used for hardcapping (in usecs).
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime hardcap limit (in usecs).
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares (relative weight vs. other containers).
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPU(s) to use.
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory node(s) to use.
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit (in bytes, or with a k/m/g suffix).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Memory reservation or soft_limit (in bytes, or with a suffix).
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    /// Total memory usage (memory + swap); set '-1' to enable unlimited swap.
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Maximum number of pids allowed in the container.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Container id.
+    pub id: String,
+}
 
 /// Docker's RAMInBytes: a number with an optional k/m/g/t/p suffix (binary).
 pub fn parse_bytes(s: &str) -> Result<i64> {

@@ -6,6 +6,10 @@
 //! and masked paths after it; seccomp before dropping capabilities unless
 //! `noNewPrivileges` is set (then after, unprivileged); the exec fifo last.
 
+mod error;
+
+pub use error::{InitError, OomScoreError};
+
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -14,6 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use oci_spec::runtime::{Process, Spec};
 
+use self::error::{nul, send, sys};
 use crate::namespaces::Plan;
 use crate::seccomp::Filter;
 use crate::sync::{Channel, Msg};
@@ -52,11 +57,7 @@ pub struct InitArgs<'a> {
     pub container_id: &'a str,
 }
 
-type Res<T> = Result<T, String>;
-
-fn e<E: std::fmt::Display>(ctx: &str) -> impl FnOnce(E) -> String + '_ {
-    move |err| format!("{ctx}: {err}")
-}
+type Res<T> = Result<T, InitError>;
 
 /// Runs in the child after clone; never returns.
 pub fn run(args: InitArgs<'_>) -> ! {
@@ -67,7 +68,7 @@ pub fn run(args: InitArgs<'_>) -> ! {
     let result = setup_and_exec(&args);
     // Only reached on failure: report it, then die.
     let msg = match result {
-        Err(m) => m,
+        Err(e) => crate::error_chain(&e),
         Ok(never) => match never {},
     };
     if args.channel.send(&Msg::Error(msg.clone())).is_err() {
@@ -83,9 +84,9 @@ enum Never {}
 fn wait_for(ch: &Channel, want: fn(&Msg) -> bool) -> Res<Msg> {
     match ch.recv() {
         Ok(m) if want(&m) => Ok(m),
-        Ok(Msg::Error(m)) => Err(m),
-        Ok(other) => Err(format!("unexpected message from runtime: {other:?}")),
-        Err(err) => Err(format!("waiting for runtime: {err}")),
+        Ok(Msg::Error(m)) => Err(InitError::Runtime(m)),
+        Ok(other) => Err(InitError::Unexpected(other)),
+        Err(err) => Err(InitError::Wait(err)),
     }
 }
 
@@ -100,17 +101,16 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     let plan = a.plan;
     let linux = a.spec.linux().as_ref();
 
-    plan.join_all().map_err(|e| e.to_string())?;
-    crate::namespaces::unshare_flags(plan.unshare_after_join).map_err(|e| e.to_string())?;
+    plan.join_all()?;
+    crate::namespaces::unshare_flags(plan.unshare_after_join)?;
     if plan.pid_by_unshare {
-        crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWPID)
-            .map_err(|e| e.to_string())?;
+        crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWPID)?;
     }
     if plan.pid_by_unshare || plan.pid_by_join {
         // Entering a pid namespace only affects children: fork, and let the
         // parent report the new process and leave.
         // SAFETY: single-threaded process; the child only continues setup.
-        match unsafe { nix::unistd::fork() }.map_err(e("fork into the pid namespace"))? {
+        match unsafe { nix::unistd::fork() }.map_err(sys("fork into the pid namespace"))? {
             nix::unistd::ForkResult::Parent { child } => {
                 let code = match a.channel.send(&Msg::Pid(child.as_raw())) {
                     Ok(()) => 0,
@@ -123,15 +123,14 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         }
     }
     if plan.new_cgroup {
-        crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| e.to_string())?;
+        crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWCGROUP)?;
     }
-    nix::unistd::setsid().map_err(e("setsid"))?;
+    nix::unistd::setsid().map_err(sys("setsid"))?;
 
     if a.mode == Mode::Init {
         if plan.new_uts {
             if let Some(h) = a.spec.hostname() {
-                nix::unistd::sethostname(h).map_err(e("sethostname"))?;
+                nix::unistd::sethostname(h).map_err(sys("sethostname"))?;
             }
             if let Some(d) = a.spec.domainname() {
                 set_domainname(d)?;
@@ -142,19 +141,17 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
 
     // The console comes after pivot_root, from the container's own devpts.
     if a.process.terminal().unwrap_or(false) {
-        let sock = a
-            .console
-            .ok_or("a terminal was requested but no --console-socket was given")?;
+        let sock = a.console.ok_or(InitError::NoConsoleSocket)?;
         let size = a
             .process
             .console_size()
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
-        let pty = crate::console::create(sock, size).map_err(|e| e.to_string())?;
+        let pty = crate::console::create(sock, size)?;
         if a.mode == Mode::Init && plan.new_mount {
-            crate::rootfs::mount_console(&pty.slave).map_err(|e| e.to_string())?;
+            crate::rootfs::mount_console(&pty.slave)?;
         }
-        crate::console::become_stdio(&pty.slave).map_err(|e| e.to_string())?;
+        crate::console::become_stdio(&pty.slave)?;
         // SAFETY: the socket was only needed to send the master.
         unsafe { libc::close(sock) };
     }
@@ -165,10 +162,8 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
                 write_sysctls(sysctl)?;
             }
             if plan.new_mount {
-                crate::rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))
-                    .map_err(|e| e.to_string())?;
-                crate::rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))
-                    .map_err(|e| e.to_string())?;
+                crate::rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+                crate::rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
             }
         }
         if !a.no_new_keyring {
@@ -178,12 +173,11 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     if let Some(adj) = a.process.oom_score_adj() {
         set_oom_score_adj(adj)?;
     }
-    crate::rlimits::apply(a.process.rlimits().as_deref().unwrap_or(&[]))
-        .map_err(|e| e.to_string())?;
+    crate::rlimits::apply(a.process.rlimits().as_deref().unwrap_or(&[]))?;
 
     let nnp = a.process.no_new_privileges().unwrap_or(false);
     if nnp {
-        nix::sys::prctl::set_no_new_privs().map_err(e("setting no_new_privs"))?;
+        nix::sys::prctl::set_no_new_privs().map_err(sys("setting no_new_privs"))?;
     }
 
     let env = environment(a.process);
@@ -192,7 +186,7 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         .args()
         .as_ref()
         .and_then(|v| v.first())
-        .ok_or("args must not be empty")?;
+        .ok_or(InitError::NoArgs)?;
     let exe = lookup(argv0, &env)?;
 
     // runc's order: without no_new_privs the filter needs CAP_SYS_ADMIN, so
@@ -205,12 +199,12 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         .capabilities()
         .clone()
         .unwrap_or_else(crate::capabilities::none);
-    crate::capabilities::apply_bounding(&caps).map_err(|e| e.to_string())?;
-    nix::sys::prctl::set_keepcaps(true).map_err(e("PR_SET_KEEPCAPS"))?;
+    crate::capabilities::apply_bounding(&caps)?;
+    nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
     let setgroups_allowed = !plan.new_user || setgroups_allowed_in_userns();
-    crate::user::switch(a.process.user(), setgroups_allowed).map_err(|e| e.to_string())?;
-    nix::sys::prctl::set_keepcaps(false).map_err(e("PR_SET_KEEPCAPS"))?;
-    crate::capabilities::apply_sets(&caps).map_err(|e| e.to_string())?;
+    crate::user::switch(a.process.user(), setgroups_allowed)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(sys("PR_SET_KEEPCAPS"))?;
+    crate::capabilities::apply_sets(&caps)?;
     if nnp {
         load_seccomp(a)?;
     }
@@ -224,7 +218,7 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
 
     a.channel
         .send(&Msg::Ready)
-        .map_err(e("reporting readiness"))?;
+        .map_err(send("reporting readiness"))?;
 
     if let Some(fifo) = a.fifo {
         wait_exec_fifo(fifo)?;
@@ -234,15 +228,14 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
                 "startContainer",
                 hooks.start_container().as_ref(),
                 &state_json,
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         }
     }
     exec(&exe, a.process.args().as_deref().unwrap_or(&[]), &env)
 }
 
 fn started_state(a: &InitArgs<'_>) -> String {
-    crate::process::state_json(
+    crate::container::state_json(
         a.container_id,
         std::process::id() as i32,
         &a.bundle,
@@ -255,10 +248,7 @@ fn set_domainname(d: &str) -> Res<()> {
     // SAFETY: setdomainname reads `len` bytes from a valid buffer.
     let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
     if r != 0 {
-        return Err(format!(
-            "setdomainname: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(InitError::Domainname(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -267,12 +257,14 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
     let plan = a.plan;
     let linux = a.spec.linux().as_ref();
     let propagation =
-        crate::rootfs::root_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))
-            .map_err(|e| e.to_string())?;
+        crate::rootfs::root_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     if plan.new_mount {
-        crate::rootfs::prepare(&a.rootfs, propagation).map_err(|e| e.to_string())?;
+        crate::rootfs::prepare(&a.rootfs, propagation)?;
     }
-    let root = pathrs::Root::open(&a.rootfs).map_err(e("opening the rootfs"))?;
+    let root = pathrs::Root::open(&a.rootfs).map_err(|source| InitError::Root {
+        what: "opening the rootfs",
+        source,
+    })?;
     let ctx = crate::rootfs::MountCtx {
         root: &root,
         rootfs: &a.rootfs,
@@ -284,7 +276,7 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
     let mut dev_is_bind = false;
     let mut has_dev = false;
     for m in a.spec.mounts().iter().flatten() {
-        dev_ro |= crate::rootfs::mount_one(&ctx, m).map_err(|e| e.to_string())?;
+        dev_ro |= crate::rootfs::mount_one(&ctx, m)?;
         if m.destination() == Path::new("/dev") {
             has_dev = true;
             let opts = m.options().clone().unwrap_or_default();
@@ -294,33 +286,35 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
     }
     if has_dev && !dev_is_bind {
         let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
-        crate::rootfs::create_devices(&root, &devices, plan.new_user).map_err(|e| e.to_string())?;
+        crate::rootfs::create_devices(&root, &devices, plan.new_user)?;
     }
 
     a.channel
         .send(&Msg::RunHooks)
-        .map_err(e("requesting hooks"))?;
+        .map_err(send("requesting hooks"))?;
     let state = match wait_for(&a.channel, |m| matches!(m, Msg::HooksDone(_)))? {
         Msg::HooksDone(s) => s,
         _ => unreachable_msg()?,
     };
     if let Some(hooks) = a.spec.hooks() {
-        crate::hooks::run("createContainer", hooks.create_container().as_ref(), &state)
-            .map_err(|e| e.to_string())?;
+        crate::hooks::run("createContainer", hooks.create_container().as_ref(), &state)?;
     }
 
     if plan.new_mount {
         if a.no_pivot {
-            crate::rootfs::move_root(&a.rootfs).map_err(|e| e.to_string())?;
+            crate::rootfs::move_root(&a.rootfs)?;
         } else {
-            crate::rootfs::pivot(&a.rootfs).map_err(|e| e.to_string())?;
+            crate::rootfs::pivot(&a.rootfs)?;
         }
-        crate::rootfs::finish_propagation(propagation).map_err(|e| e.to_string())?;
-        let newroot = pathrs::Root::open("/").map_err(e("opening the new root"))?;
-        crate::rootfs::finish_dev(&newroot, dev_ro).map_err(|e| e.to_string())?;
+        crate::rootfs::finish_propagation(propagation)?;
+        let newroot = pathrs::Root::open("/").map_err(|source| InitError::Root {
+            what: "opening the new root",
+            source,
+        })?;
+        crate::rootfs::finish_dev(&newroot, dev_ro)?;
     } else {
-        nix::unistd::chroot(&a.rootfs).map_err(e("chroot"))?;
-        nix::unistd::chdir("/").map_err(e("chdir /"))?;
+        nix::unistd::chroot(&a.rootfs).map_err(sys("chroot"))?;
+        nix::unistd::chdir("/").map_err(sys("chdir /"))?;
     }
     if a.spec
         .root()
@@ -328,13 +322,13 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
         .and_then(|r| r.readonly())
         .unwrap_or(false)
     {
-        crate::rootfs::readonly_root().map_err(|e| e.to_string())?;
+        crate::rootfs::readonly_root()?;
     }
     Ok(())
 }
 
 fn unreachable_msg() -> Res<String> {
-    Err("protocol error".into())
+    Err(InitError::Protocol)
 }
 
 /// Writes sysctls through a private, verified procfs handle, so an
@@ -342,14 +336,14 @@ fn unreachable_msg() -> Res<String> {
 /// (CVE-2025-52881).
 fn write_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Res<()> {
     use std::io::Write;
-    let proc = pathrs::procfs::ProcfsHandle::new().map_err(e("opening procfs"))?;
+    let proc = pathrs::procfs::ProcfsHandle::new().map_err(InitError::Procfs)?;
     let mut keys: Vec<_> = sysctl.keys().collect();
     keys.sort();
     for k in keys {
         if !crate::defences_disabled()
             && (k.contains('/') || k.split('.').any(|p| p.is_empty() || p == ".."))
         {
-            return Err(format!("sysctl {k:?} is not a valid name"));
+            return Err(InitError::SysctlName(k.clone()));
         }
         let sub = PathBuf::from("sys").join(k.replace('.', "/"));
         let mut f = proc
@@ -358,23 +352,28 @@ fn write_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Res<()> 
                 &sub,
                 pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
             )
-            .map_err(e(&format!("sysctl {k}")))?;
+            .map_err(|source| InitError::SysctlOpen {
+                key: k.clone(),
+                source,
+            })?;
         f.write_all(sysctl[k].as_bytes())
-            .map_err(e(&format!("sysctl {k}={}", sysctl[k])))?;
+            .map_err(|source| InitError::SysctlWrite {
+                key: k.clone(),
+                value: sysctl[k].clone(),
+                source,
+            })?;
     }
     Ok(())
 }
 
 fn set_oom_score_adj(adj: i32) -> Res<()> {
     std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|err| {
-        if adj < 0 {
-            format!(
-                "setting oom_score_adj to {adj}: {err} (a negative value needs CAP_SYS_RESOURCE, \
-                 which this host does not grant)"
-            )
+        let source = if adj < 0 {
+            OomScoreError::NeedsCapSysResource(err)
         } else {
-            format!("setting oom_score_adj to {adj}: {err}")
-        }
+            OomScoreError::Write(err)
+        };
+        InitError::OomScoreAdj { adj, source }
     })
 }
 
@@ -396,14 +395,14 @@ fn load_seccomp(a: &InitArgs<'_>) -> Res<()> {
     let Some(filter) = a.seccomp else {
         return Ok(());
     };
-    let listener = crate::seccomp::load(filter).map_err(|e| e.to_string())?;
+    let listener = crate::seccomp::load(filter)?;
     if let Some(fd) = listener {
         a.channel
             .send(&Msg::SeccompListener)
-            .map_err(e("sending the seccomp listener"))?;
+            .map_err(send("sending the seccomp listener"))?;
         a.channel
             .send_fd(fd.as_raw_fd())
-            .map_err(e("sending the seccomp listener"))?;
+            .map_err(send("sending the seccomp listener"))?;
     }
     Ok(())
 }
@@ -426,7 +425,10 @@ fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
         let p = PathBuf::from(name);
         return match nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK) {
             Ok(()) => Ok(p),
-            Err(err) => Err(format!("exec: {name:?}: {err}")),
+            Err(source) => Err(InitError::NotExecutable {
+                name: name.to_owned(),
+                source,
+            }),
         };
     }
     let path = env
@@ -441,32 +443,25 @@ fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
             return Ok(cand);
         }
     }
-    Err(format!(
-        "exec: {name:?}: executable file not found in $PATH"
-    ))
+    Err(InitError::NotInPath(name.to_owned()))
 }
 
 /// chdir into the process's cwd, then make sure it really is inside the
 /// container: a leaked host directory fd could otherwise give a cwd outside
 /// the root (CVE-2024-21626).
 fn enter_cwd(cwd: &Path) -> Res<()> {
-    nix::unistd::chdir(cwd).map_err(e(&format!("chdir to cwd ({})", cwd.display())))?;
+    nix::unistd::chdir(cwd).map_err(|source| InitError::Chdir {
+        cwd: cwd.to_path_buf(),
+        source,
+    })?;
     if crate::defences_disabled() {
         return Ok(());
     }
     // glibc reports an unreachable cwd as ENOENT (older ones prefix the
     // path with "(unreachable)").
-    let now = nix::unistd::getcwd().map_err(|_| {
-        format!(
-            "current working directory {} is outside of the container's root",
-            cwd.display()
-        )
-    })?;
+    let now = nix::unistd::getcwd().map_err(|_| InitError::CwdOutside(cwd.to_path_buf()))?;
     if !now.is_absolute() || now.as_os_str().as_bytes().starts_with(b"(unreachable)") {
-        return Err(format!(
-            "current working directory {} is outside of the container's root",
-            now.display()
-        ));
+        return Err(InitError::CwdOutside(now));
     }
     Ok(())
 }
@@ -487,7 +482,7 @@ fn close_extra_fds(preserve: i32) -> Res<()> {
     if r != 0 {
         // Older kernels: walk /proc/self/fd.
         let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-            .map_err(e("listing /proc/self/fd"))?
+            .map_err(InitError::ListFds)?
             .filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok())
             .filter(|&fd| fd >= first as RawFd)
             .collect();
@@ -514,23 +509,91 @@ fn wait_exec_fifo(fifo: &OwnedFd) -> Res<()> {
         nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(e("opening the exec fifo"))?;
-    nix::unistd::write(&fd, b"0").map_err(e("writing the exec fifo"))?;
+    .map_err(sys("opening the exec fifo"))?;
+    nix::unistd::write(&fd, b"0").map_err(sys("writing the exec fifo"))?;
     Ok(())
 }
 
 fn exec(exe: &Path, args: &[String], env: &[String]) -> Res<Never> {
-    let cpath = CString::new(exe.as_os_str().as_bytes()).map_err(e("executable path"))?;
+    let cpath = CString::new(exe.as_os_str().as_bytes()).map_err(nul("executable path"))?;
     let cargs: Vec<CString> = args
         .iter()
         .map(|s| CString::new(s.as_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(e("argument"))?;
+        .map_err(nul("argument"))?;
     let cenv: Vec<CString> = env
         .iter()
         .map(|s| CString::new(s.as_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(e("environment"))?;
-    let err = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
-    Err(format!("exec {}: {err}", exe.display()))
+        .map_err(nul("environment"))?;
+    let source = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
+    Err(InitError::Exec {
+        exe: exe.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::SyncError;
+
+    fn chain(e: InitError) -> String {
+        crate::error_chain(&e)
+    }
+
+    /// What the child sends the runtime: "<step>: <cause>", as before the
+    /// errors were typed.
+    #[test]
+    fn messages_keep_their_wording() {
+        let denied = || std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(
+            chain(InitError::OomScoreAdj {
+                adj: -500,
+                source: OomScoreError::NeedsCapSysResource(denied()),
+            }),
+            "setting oom_score_adj to -500: Permission denied (os error 13) (a negative value \
+             needs CAP_SYS_RESOURCE, which this host does not grant)"
+        );
+        assert_eq!(
+            chain(InitError::OomScoreAdj {
+                adj: 5,
+                source: OomScoreError::Write(denied()),
+            }),
+            "setting oom_score_adj to 5: Permission denied (os error 13)"
+        );
+        assert_eq!(
+            lookup("nonexistent-binary", &["PATH=/nonexistent".into()])
+                .map_err(chain)
+                .unwrap_err(),
+            "exec: \"nonexistent-binary\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            chain(InitError::Chdir {
+                cwd: "/x".into(),
+                source: nix::Error::ENOENT,
+            }),
+            "chdir to cwd (/x): ENOENT: No such file or directory"
+        );
+        assert_eq!(
+            chain(send("reporting readiness")(SyncError::Io(denied()))),
+            "reporting readiness: sync channel: Permission denied (os error 13)"
+        );
+        assert_eq!(
+            chain(InitError::SysctlName("kernel..x".into())),
+            "sysctl \"kernel..x\" is not a valid name"
+        );
+        assert_eq!(
+            chain(
+                crate::cgroups::join_self(&["/nonexistent/cg".into()])
+                    .unwrap_err()
+                    .into()
+            ),
+            "joining /nonexistent/cg/tasks: No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            chain(crate::rootfs::RootfsError::InsideProc("/proc/sys/x".into()).into()),
+            "/proc/sys/x cannot be mounted because it is inside /proc"
+        );
+    }
 }
