@@ -23,6 +23,9 @@ use crate::Manager;
 /// Labels with a meaning to the manager.
 pub use berth_proto::labels;
 
+/// Set by Stop: a container stopped on purpose is not restarted.
+pub const STOPPED: &str = "berth.io/stopped";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
@@ -400,4 +403,34 @@ pub fn delete(m: &Manager, ns: &str, id: &str) -> Result<(), ContainerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(&d)(e)),
     }
+}
+
+/// Changes a container's labels in one transaction.
+pub fn update_labels(
+    m: &Manager,
+    ns: &str,
+    id: &str,
+    f: impl FnOnce(&mut ContainerRecord),
+) -> Result<(), ContainerError> {
+    m.meta.write(|tx| -> Result<(), ContainerError> {
+        let k = key(ns, id);
+        let mut rec: ContainerRecord = tx
+            .get(Table::Containers, &k)?
+            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
+        f(&mut rec);
+        rec.updated = chrono::Utc::now().timestamp();
+        tx.put(Table::Containers, &k, &rec)?;
+        Ok(())
+    })
+}
+
+/// Marks (or unmarks) a container as stopped on purpose.
+pub fn set_stopped(m: &Manager, ns: &str, id: &str, stopped: bool) {
+    let _ = update_labels(m, ns, id, |r| {
+        if stopped {
+            r.labels.insert(STOPPED.into(), "true".into());
+        } else {
+            r.labels.remove(STOPPED);
+        }
+    });
 }

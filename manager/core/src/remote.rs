@@ -19,7 +19,7 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 
 use crate::content::Digest;
-use crate::image::{media, sniff_media_type, Desc};
+use crate::descriptor::{media, sniff_media_type, Desc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {

@@ -10,16 +10,15 @@ use std::sync::Arc;
 
 use berth_proto::shim::v1 as shim;
 
-use crate::container::{self, ContainerError, ContainerRecord};
-use crate::metadata::{key, Table};
+use crate::container::{self, update_labels, ContainerRecord};
+use crate::metadata::Table;
 use crate::task::{self, TaskError};
 use crate::Manager;
 
 pub use berth_proto::labels::{RestartPolicy as Policy, RESTART_POLICY as POLICY};
 pub const COUNT: &str = "berth.io/restart-count";
 pub const PENDING: &str = "berth.io/restart-pending";
-/// Set by Stop: a container stopped on purpose is not restarted.
-pub const STOPPED: &str = "berth.io/stopped";
+pub use crate::container::STOPPED;
 
 /// Whether a task that exited with `exit_status` after `count` restarts
 /// is started again.
@@ -45,33 +44,15 @@ fn count(rec: &ContainerRecord) -> u32 {
         .unwrap_or(0)
 }
 
-fn update_labels(
-    m: &Manager,
-    ns: &str,
-    id: &str,
-    f: impl FnOnce(&mut ContainerRecord),
-) -> Result<(), ContainerError> {
-    m.meta.write(|tx| -> Result<(), ContainerError> {
-        let k = key(ns, id);
-        let mut rec: ContainerRecord = tx
-            .get(Table::Containers, &k)?
-            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
-        f(&mut rec);
-        rec.updated = chrono::Utc::now().timestamp();
-        tx.put(Table::Containers, &k, &rec)?;
-        Ok(())
-    })
-}
-
-/// Marks (or unmarks) a container as stopped on purpose.
-pub fn set_stopped(m: &Manager, ns: &str, id: &str, stopped: bool) {
-    let _ = update_labels(m, ns, id, |r| {
-        if stopped {
-            r.labels.insert(STOPPED.into(), "true".into());
-        } else {
-            r.labels.remove(STOPPED);
-        }
-    });
+/// The task module's exit hook ([`crate::task::ExitHook`]): tasks know
+/// nothing of restart policies, the manager wires this in.
+pub fn exit_hook(
+    m: Arc<Manager>,
+    ns: String,
+    id: String,
+    exit_status: u32,
+) -> crate::task::HookFuture {
+    Box::pin(async move { on_exit(&m, &ns, &id, exit_status).await })
 }
 
 /// Called for every exit of a container's init: restarts it if its policy

@@ -51,6 +51,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
     }
 }
 
+/// What the daemon does when a container's init exits, after auto-removal
+/// (restart policies): set by [`crate::Manager::open`], so tasks do not
+/// depend on the policies built on them.
+pub type ExitHook = fn(Arc<Manager>, String, String, u32) -> HookFuture;
+pub type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 #[derive(Clone)]
 pub struct Handle {
     pub client: ShimClient<Channel>,
@@ -145,8 +151,8 @@ pub async fn create(
     start: bool,
 ) -> Result<Info, TaskError> {
     let rec = container::get(m, ns, id)?;
-    if rec.label(crate::restart::STOPPED) {
-        crate::restart::set_stopped(m, ns, id, false);
+    if rec.label(container::STOPPED) {
+        container::set_stopped(m, ns, id, false);
     }
     if m.tasks.exists(ns, id) {
         return Err(TaskError::AlreadyExists(id.to_owned()));
@@ -385,7 +391,7 @@ pub async fn stop(
 ) -> Result<shim::WaitResponse, TaskError> {
     let rec = container::get(m, ns, id)?;
     let client = m.tasks.get(ns, id)?.client;
-    crate::restart::set_stopped(m, ns, id, true);
+    container::set_stopped(m, ns, id, true);
     let wait = |mut c: ShimClient<Channel>| async move {
         c.wait(shim::WaitRequest {
             id: id.to_owned(),
@@ -476,7 +482,7 @@ fn spawn_forwarder(m: Arc<Manager>, ns: String, id: String, h: Handle) {
                 }
                 if let Some(status) = init_exit {
                     auto_remove(&m, &ns, &id).await;
-                    crate::restart::on_exit(&m, &ns, &id, status).await;
+                    (m.on_init_exit)(m.clone(), ns.clone(), id.clone(), status).await;
                 }
             }
             // The stream ends when the shim exits (after delete) or breaks;

@@ -139,7 +139,7 @@ impl pb::tasks_server::Tasks for Service {
     async fn kill(&self, req: Request<shim::KillRequest>) -> Result<Empty, Status> {
         let ns = namespace(&req)?;
         if req.get_ref().exec_id.is_empty() {
-            berth_core::restart::set_stopped(&self.0, &ns, &req.get_ref().id, true);
+            berth_core::container::set_stopped(&self.0, &ns, &req.get_ref().id, true);
         }
         forward!(self, req, kill)
     }
