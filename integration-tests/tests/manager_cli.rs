@@ -1,7 +1,6 @@
 //! The container commands of the CLI against a real daemon: each flag is
 //! checked by what it does inside the container.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use berth_integration_tests::fixtures::image;
@@ -10,24 +9,9 @@ use berth_integration_tests::registry::Registry;
 
 /// A daemon with the fixture images loaded from an offline tarball.
 /// The standard fixture images as an OCI layout tarball in `tmp`.
-fn images_tar(tmp: &Path) -> PathBuf {
-    image::standard(&tmp.join("layout")).unwrap();
-    let tar = tmp.join("images.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(tmp.join("layout"))
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    tar
-}
-
 fn daemon() -> (Daemon, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
-    let tar = images_tar(tmp.path());
+    let tar = image::standard_tar(tmp.path());
     let d = Daemon::start();
     let out = d.ok(&["load", "-i", tar.to_str().unwrap()]);
     assert!(
@@ -871,7 +855,7 @@ impl Drop for BridgeGuard {
 #[test]
 fn bridge_network_gives_addresses_and_releases_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let tar = images_tar(tmp.path());
+    let tar = image::standard_tar(tmp.path());
     // A bridge and subnet of this test's own, so parallel tests and the
     // host's networks do not meet.
     let n = std::process::id() % 200 + 20;

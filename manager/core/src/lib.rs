@@ -9,6 +9,7 @@ pub mod archive;
 pub mod config;
 pub mod container;
 pub mod content;
+pub mod descriptor;
 pub mod errdefs;
 pub mod events;
 pub mod gc;
@@ -49,6 +50,8 @@ pub struct Manager {
     pub events: events::Bus,
     /// This daemon process's identity, owner of its operations' leases.
     pub instance: String,
+    /// Called when a container's init exits (restart policies).
+    pub on_init_exit: task::ExitHook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +75,7 @@ impl Manager {
         for d in [&config.root, &config.state] {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o711)
+                .mode(0o700)
                 .create(d)
                 .map_err(|source| OpenError::Dir {
                     path: d.display().to_string(),
@@ -82,6 +85,7 @@ impl Manager {
         let meta = Arc::new(Store::open(&config.root.join("meta.redb"))?);
         let content = ContentStore::open(&config.root.join("content"))?;
         let snapshots = Snapshots::open(&config.root.join("snapshots"), meta.clone())?;
+        private_modes(&config)?;
         Ok(Self {
             config,
             meta,
@@ -95,8 +99,50 @@ impl Manager {
                 std::process::id(),
                 chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
             ),
+            on_init_exit: restart::exit_hook,
         })
     }
+}
+
+/// Makes berth's state reachable by root alone, also for a root made by an
+/// older berth (0711 with 0755 snapshots and a 0644 database): another host
+/// account could otherwise walk into a snapshot and run an image's setuid
+/// binary, open its device nodes, or read every container's environment in
+/// the database (moby's CVE-2021-41091 class). Containers do not need the
+/// path: their processes see their root through the mounts, whoever they
+/// run as.
+fn private_modes(config: &config::Config) -> Result<(), OpenError> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: std::path::PathBuf, mode: u32| match std::fs::set_permissions(
+        &p,
+        std::fs::Permissions::from_mode(mode),
+    ) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(OpenError::Dir {
+            path: p.display().to_string(),
+            source,
+        }),
+    };
+    for d in [&config.root, &config.state] {
+        set(d.clone(), 0o700)?;
+    }
+    // Below the root too, so that one mode set by hand on the root does
+    // not open them all; made here so that no later create_dir_all makes
+    // them with the umask's mode.
+    for sub in ["content", "snapshots", "containers", "logs"] {
+        let p = config.root.join(sub);
+        if let Err(source) = std::fs::create_dir(&p) {
+            if source.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(OpenError::Dir {
+                    path: p.display().to_string(),
+                    source,
+                });
+            }
+        }
+        set(p, 0o700)?;
+    }
+    set(config.root.join("meta.redb"), 0o600)
 }
 
 /// Hands memory that a large operation (a pull, a load) freed back to the
