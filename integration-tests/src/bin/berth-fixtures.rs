@@ -25,14 +25,30 @@ enum Cmd {
     /// The standard fixture images as an OCI image layout in a new directory;
     /// prints each reference and its manifest digest.
     Images { dir: PathBuf },
+    /// IMAGES images of LAYERS one-file layers each (`layered-0`, ...), as an
+    /// OCI image layout in a new directory: many snapshots, for the
+    /// collector's benchmark.
+    Layered {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        images: usize,
+        #[arg(long)]
+        layers: usize,
+    },
+}
+
+/// Fixtures are written into a new directory only, never over one.
+fn fresh(dir: &std::path::Path) -> Result<()> {
+    if dir.exists() {
+        bail!("{} already exists: choose a new directory", dir.display());
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Bundle { dir, args } => {
-            if dir.exists() {
-                bail!("{} already exists: choose a new directory", dir.display());
-            }
+            fresh(&dir)?;
             let args: Vec<&str> = if args.is_empty() {
                 vec!["sh"]
             } else {
@@ -41,10 +57,16 @@ fn main() -> Result<()> {
             let b = bundle::busybox(&dir, &args)?;
             println!("{}", b.dir.display());
         }
+        Cmd::Layered {
+            dir,
+            images,
+            layers,
+        } => {
+            fresh(&dir)?;
+            println!("{}", image::layered(&dir, images, layers)?.display());
+        }
         Cmd::Images { dir } => {
-            if dir.exists() {
-                bail!("{} already exists: choose a new directory", dir.display());
-            }
+            fresh(&dir)?;
             let imgs = image::standard(&dir)?;
             println!("busybox\t{}", imgs.busybox.manifest.digest);
             println!("multilayer\t{}", imgs.multilayer.manifest.digest);

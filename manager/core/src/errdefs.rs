@@ -75,7 +75,8 @@ impl Kind for SnapshotError {
             SnapshotError::AlreadyExists(_) => AlreadyExists,
             SnapshotError::WrongKind { .. }
             | SnapshotError::ParentNotCommitted(_)
-            | SnapshotError::HasChildren { .. } => FailedPrecondition,
+            | SnapshotError::HasChildren { .. }
+            | SnapshotError::TooManyLayers { .. } => FailedPrecondition,
             SnapshotError::Metadata(e) => e.kind(),
             SnapshotError::Io { .. } => Internal,
         }

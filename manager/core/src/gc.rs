@@ -2,7 +2,7 @@
 //! snapshots, their parents), sweep the rest. Runs under the manager's
 //! `gc_lock` held exclusively, so nothing is created between mark and sweep.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::container::ContainerRecord;
 use crate::content::{ContentError, ContentRecord, Digest};
@@ -76,64 +76,100 @@ fn image_chains(m: &Manager, target: &image::Desc) -> Vec<String> {
     out
 }
 
+/// Marks under the collector's lock and sweeps the metadata there in one
+/// transaction per store, then deletes the snapshot trees after letting the
+/// lock go: creates and pulls wait for the mark and the record sweep only,
+/// never for the files of a thousand layers.
 pub async fn collect(m: &Manager) -> Result<GcStats, GcError> {
-    let _g = m.gc_lock.write().await;
-    let mut stats = GcStats::default();
-    let now = chrono::Utc::now().timestamp();
-    // (namespace, digest) and (namespace, snapshotter, key) kept.
-    let mut live_content: HashSet<(String, String)> = HashSet::new();
-    let mut live_snaps: HashSet<(String, &'static str, String)> = HashSet::new();
+    let stats = {
+        let _g = m.gc_lock.write().await;
+        sweep(m, &mark(m)?)?
+    };
+    m.snapshots.empty_trash()?;
+    Ok(stats)
+}
 
+/// What the images, containers and unexpired leases hold, and the leases
+/// that expired.
+struct Marked {
+    /// (namespace, digest).
+    content: HashSet<(String, String)>,
+    /// (namespace, snapshotter, key).
+    snapshots: HashSet<(String, &'static str, String)>,
+    expired_leases: Vec<String>,
+}
+
+fn mark(m: &Manager) -> Result<Marked, GcError> {
+    let now = chrono::Utc::now().timestamp();
+    let mut live = Marked {
+        content: HashSet::new(),
+        snapshots: HashSet::new(),
+        expired_leases: Vec::new(),
+    };
     for ns in namespaces(m)? {
         let prefix = key(&ns, "");
         for (_, img) in m.meta.list::<ImageRecord>(Table::Images, &prefix)? {
             for d in image::reachable(&m.content, &img.target) {
-                live_content.insert((ns.clone(), d.digest));
+                live.content.insert((ns.clone(), d.digest));
             }
             for c in image_chains(m, &img.target) {
                 for d in DRIVERS {
-                    live_snaps.insert((ns.clone(), d.name(), c.clone()));
+                    live.snapshots.insert((ns.clone(), d.name(), c.clone()));
                 }
             }
         }
         for (_, c) in m.meta.list::<ContainerRecord>(Table::Containers, &prefix)? {
             if let Ok(d) = Driver::parse(&c.snapshotter) {
-                live_snaps.insert((ns.clone(), d.name(), c.snapshot_key));
+                live.snapshots
+                    .insert((ns.clone(), d.name(), c.snapshot_key));
             }
         }
         for (k, lease) in m.meta.list::<Lease>(Table::Leases, &prefix)? {
             if lease.expired(now, &m.instance) {
-                m.meta.write(|tx| tx.delete(Table::Leases, &k))?;
-                stats.leases_expired += 1;
+                live.expired_leases.push(k);
                 continue;
             }
             for r in lease.resources {
                 if r.kind == "content" {
-                    live_content.insert((ns.clone(), r.id));
+                    live.content.insert((ns.clone(), r.id));
                 } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
                     if let Ok(d) = Driver::parse(sn) {
-                        live_snaps.insert((ns.clone(), d.name(), r.id));
+                        live.snapshots.insert((ns.clone(), d.name(), r.id));
                     }
                 }
             }
         }
     }
+    Ok(live)
+}
 
-    // Content records, then blob files no namespace claims.
-    let mut claimed: HashSet<String> = HashSet::new();
-    for (k, _) in m.meta.list::<ContentRecord>(Table::Content, "")? {
+fn sweep(m: &Manager, live: &Marked) -> Result<GcStats, GcError> {
+    let mut stats = GcStats::default();
+    // Content records no namespace holds, with the expired leases, in one
+    // transaction; then blob files no namespace claims.
+    let records = m.meta.list::<ContentRecord>(Table::Content, "")?;
+    let mut claimed: HashSet<&str> = live.content.iter().map(|(_, d)| d.as_str()).collect();
+    let mut dead_records = Vec::new();
+    for (k, _) in &records {
         let Some((ns, digest)) = k.split_once('/') else {
             continue;
         };
-        if live_content.contains(&(ns.to_owned(), digest.to_owned())) {
-            claimed.insert(digest.to_owned());
+        if live.content.contains(&(ns.to_owned(), digest.to_owned())) {
+            claimed.insert(digest);
         } else {
-            m.meta.write(|tx| tx.delete(Table::Content, &k))?;
+            dead_records.push(k);
         }
     }
-    for (_, digest) in &live_content {
-        claimed.insert(digest.clone());
-    }
+    m.meta.write(|tx| -> Result<(), MetadataError> {
+        for k in &live.expired_leases {
+            tx.delete(Table::Leases, k)?;
+        }
+        for k in &dead_records {
+            tx.delete(Table::Content, k)?;
+        }
+        Ok(())
+    })?;
+    stats.leases_expired = live.expired_leases.len() as u64;
     for (d, size) in m.content.list()? {
         if !claimed.contains(d.as_str()) {
             m.content.delete(&d)?;
@@ -142,47 +178,35 @@ pub async fn collect(m: &Manager) -> Result<GcStats, GcError> {
         }
     }
 
-    // Snapshots: keep the marked ones and their ancestry; remove the rest,
-    // children before parents.
+    // Snapshots: the marked ones and their ancestry stay (one index of
+    // parents, so each chain is walked once); the rest go in one batch.
     for d in DRIVERS {
         let all = m.snapshots.list_all(d)?;
-        let mut keep: HashSet<(String, String)> = HashSet::new();
+        let parent: HashMap<(&str, &str), Option<&str>> = all
+            .iter()
+            .map(|(ns, k, r)| ((ns.as_str(), k.as_str()), r.parent.as_deref()))
+            .collect();
+        let mut keep: HashSet<(&str, &str)> = HashSet::new();
         for (ns, k, _) in &all {
-            if live_snaps.contains(&(ns.clone(), d.name(), k.clone())) {
-                let mut cur = Some(k.clone());
-                while let Some(c) = cur {
-                    if !keep.insert((ns.clone(), c.clone())) {
-                        break;
-                    }
-                    cur = all
-                        .iter()
-                        .find(|(n, kk, _)| n == ns && *kk == c)
-                        .and_then(|(_, _, r)| r.parent.clone());
+            if !live.snapshots.contains(&(ns.clone(), d.name(), k.clone())) {
+                continue;
+            }
+            let mut cur = Some(k.as_str());
+            while let Some(c) = cur {
+                if !keep.insert((ns.as_str(), c)) {
+                    break;
                 }
+                cur = parent.get(&(ns.as_str(), c)).copied().flatten();
             }
         }
-        let mut doomed: Vec<(String, String)> = all
+        let doomed: Vec<(String, String)> = all
             .iter()
-            .filter(|(ns, k, _)| !keep.contains(&(ns.clone(), k.clone())))
+            .filter(|(ns, k, _)| !keep.contains(&(ns.as_str(), k.as_str())))
             .map(|(ns, k, _)| (ns.clone(), k.clone()))
             .collect();
-        while !doomed.is_empty() {
-            let before = doomed.len();
-            let mut rest = Vec::new();
-            for (ns, k) in doomed {
-                match m.snapshots.remove(&ns, d, &k) {
-                    Ok(()) => stats.snapshots_removed += 1,
-                    Err(SnapshotError::HasChildren { .. }) => rest.push((ns, k)),
-                    Err(SnapshotError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if rest.len() == before {
-                break;
-            }
-            doomed = rest;
+        if !doomed.is_empty() {
+            stats.snapshots_removed += m.snapshots.remove_batch(d, &doomed)? as u64;
         }
     }
-    m.snapshots.cleanup()?;
     Ok(stats)
 }

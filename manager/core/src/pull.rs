@@ -244,6 +244,9 @@ async fn pull_under_lease(
         (root.clone(), root_bytes)
     };
     let man = image::manifest(&mdesc, &mbytes)?;
+    if opts.unpack {
+        m.snapshots.check_depth(driver, man.layers.len())?;
+    }
     let cbytes = fetch_small(m, &remote, &man.config).await?;
     store_small(m, ns, lease_id, &man.config, &cbytes).await?;
     let diff_ids = image::diff_ids(&man.config, &cbytes, man.layers.len())?;

@@ -110,6 +110,7 @@ async fn load_under_lease(
                 }
                 Err(e) => return Err(e.into()),
             };
+            m.snapshots.check_depth(driver, resolved.layers.len())?;
             for l in &resolved.layers {
                 if m.content.size(&Digest::parse(&l.digest)?)?.is_none() {
                     return Err(ArchiveError::Incomplete {

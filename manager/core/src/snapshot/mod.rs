@@ -43,6 +43,16 @@ pub enum SnapshotError {
     HasChildren { key: String, child: String },
     #[error("snapshot key must not be empty")]
     EmptyKey,
+    #[error(
+        "the image has {layers} layers, more than the {snapshotter} snapshotter can mount here \
+         ({max}: {why}); use the native snapshotter for it"
+    )]
+    TooManyLayers {
+        layers: usize,
+        max: usize,
+        snapshotter: &'static str,
+        why: &'static str,
+    },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("snapshot files {path}: {source}")]
@@ -155,6 +165,10 @@ impl New {
         }
     }
 }
+
+/// Where removed snapshot trees wait for deletion, outside every driver's
+/// directory (`cleanup` only looks at numeric names there).
+const TRASH: &str = ".trash";
 
 #[derive(Clone)]
 pub struct Snapshots {
@@ -460,6 +474,105 @@ impl Snapshots {
         }
     }
 
+    /// How many layers an image may have for a container of it to be
+    /// mounted; `None` when the driver has no limit (native copies).
+    ///
+    /// overlayfs takes its lower directories in the mount options, which
+    /// the kernel reads as one page, and stacks at most 500 of them. Each
+    /// lower here is `<root>/overlayfs/<id>/fs` plus a separator; the
+    /// upper and work directories take two more. Ids are counted at ten
+    /// digits, more than a store ever reaches.
+    pub fn max_layers(&self, d: Driver) -> Option<(usize, &'static str)> {
+        if d != Driver::Overlay {
+            return None;
+        }
+        const KERNEL_STACK: usize = 500;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| usize::try_from(p).ok())
+            .unwrap_or(4096);
+        let dir = self.root.join(d.name()).display().to_string().len() + "/9999999999/fs".len();
+        let fixed = "index=off,workdir=,upperdir=,lowerdir=".len() + 2 * dir + 1;
+        let by_page = page.saturating_sub(fixed) / (dir + 1);
+        Some(if by_page < KERNEL_STACK {
+            (
+                by_page,
+                "the lower directories' paths fill the one page of mount options",
+            )
+        } else {
+            (
+                KERNEL_STACK,
+                "the kernel stacks at most 500 overlayfs layers",
+            )
+        })
+    }
+
+    /// Refuses an image too deep for driver `d` (see [`Snapshots::max_layers`]),
+    /// before anything of it is downloaded or unpacked.
+    pub fn check_depth(&self, d: Driver, layers: usize) -> Result<(), SnapshotError> {
+        match self.max_layers(d) {
+            Some((max, why)) if layers > max => Err(SnapshotError::TooManyLayers {
+                layers,
+                max,
+                snapshotter: d.name(),
+                why,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes many snapshots at once for the collector: every record in one
+    /// transaction (one sync), each directory renamed into the trash, so a
+    /// later snapshot given the same id never meets its files. The trees
+    /// themselves go in [`Snapshots::empty_trash`], which the caller runs
+    /// without holding its lock. The caller has checked that no kept
+    /// snapshot is a child of a removed one.
+    pub fn remove_batch(
+        &self,
+        d: Driver,
+        doomed: &[(String, String)],
+    ) -> Result<usize, SnapshotError> {
+        let ids = self.meta.write(|tx| -> Result<Vec<u64>, SnapshotError> {
+            let mut ids = Vec::with_capacity(doomed.len());
+            for (ns, key) in doomed {
+                let k = record_key(ns, d, key);
+                if let Some(rec) = tx.get::<SnapshotRecord>(Table::Snapshots, &k)? {
+                    tx.delete(Table::Snapshots, &k)?;
+                    ids.push(rec.id);
+                }
+            }
+            Ok(ids)
+        })?;
+        let trash = self.root.join(TRASH);
+        fs::create_dir_all(&trash).map_err(io_err(&trash))?;
+        for id in &ids {
+            let from = self.dir(d, *id);
+            match fs::rename(&from, trash.join(format!("{}-{id}", d.name()))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&from)(e)),
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Deletes what [`Snapshots::remove_batch`] put in the trash (and what a
+    /// crash left there).
+    pub fn empty_trash(&self) -> Result<(), SnapshotError> {
+        let trash = self.root.join(TRASH);
+        let entries = match fs::read_dir(&trash) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&trash)(e)),
+        };
+        for e in entries {
+            let p = e.map_err(io_err(&trash))?.path();
+            fs::remove_dir_all(&p).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
     /// Disk space and inodes used by the snapshot's own files.
     pub fn usage(&self, ns: &str, d: Driver, key: &str) -> Result<(u64, u64), SnapshotError> {
         let rec = self.get(ns, d, key)?;
@@ -477,6 +590,7 @@ impl Snapshots {
     /// Removes directories that no record names (left by a crash); returns
     /// how many.
     pub fn cleanup(&self) -> Result<usize, SnapshotError> {
+        self.empty_trash()?;
         let mut removed = 0;
         for d in DRIVERS {
             let live: std::collections::HashSet<u64> = self
