@@ -247,3 +247,80 @@ fn cve_2025_52881_procfs_writes_cannot_be_redirected() {
     rt.run(["run", "--bundle", b2.dir.to_str().unwrap(), &c2.id])
         .fails("not a valid name");
 }
+
+/// A mount destination that is harmless as a string but resolves into
+/// procfs through a symlink in the image (`/p -> /proc`): a bind of a host
+/// file onto `/p/self/oom_score_adj` plus `oomScoreAdj` made the runtime's
+/// own write land in that host file (with a sysctl file as the source, a
+/// host sysctl changed). Refused because the resolved target is procfs; the
+/// write itself goes through a verified procfs handle.
+#[test]
+fn cve_2025_52881_mount_through_a_symlink_into_proc_is_refused() {
+    let rt = Runtime::new();
+    let (d, b) = bundle(&["true"]);
+    let victim = d.path().join("host-file");
+    std::fs::write(&victim, "untouched").unwrap();
+    symlink("/proc", b.rootfs().join("p")).unwrap();
+    b.edit_config(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/p/self/oom_score_adj", "type": "bind", "source": victim,
+            "options": ["bind"]
+        }));
+        c["process"]["oomScoreAdj"] = json!(500);
+    })
+    .unwrap();
+    let c = rt.container("procsymlink");
+    let run = rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &c.id]);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "untouched",
+        "the runtime wrote through a mount onto procfs"
+    );
+    run.fails("resolves into procfs");
+}
+
+/// Sysctls that no namespace of the container's own holds are the host's:
+/// refused before anything is created (runc's rules), with the key named.
+/// Checked on kernel.core_pipe_limit, restored if a defenceless build
+/// changed it.
+#[test]
+fn host_sysctls_from_the_config_are_refused() {
+    let path = "/proc/sys/kernel/core_pipe_limit";
+    let before = std::fs::read_to_string(path).unwrap();
+    let other = (before.trim().parse::<u64>().unwrap() + 1).to_string();
+    let rt = Runtime::new();
+    let (_d, b) = bundle(&["true"]);
+    b.edit_config(|c| c["linux"]["sysctl"] = json!({ "kernel.core_pipe_limit": other }))
+        .unwrap();
+    let c = rt.container("hostsysctl");
+    let run = rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &c.id]);
+    let after = std::fs::read_to_string(path).unwrap();
+    if after != before {
+        std::fs::write(path, before.trim()).unwrap();
+        panic!("a host sysctl was written from config.json");
+    }
+    let run = run.fails("is not in a separate kernel namespace");
+    assert!(run.stderr.contains("kernel.core_pipe_limit"), "{run:?}");
+    assert!(
+        rt.run(["state", &c.id]).stdout.is_empty(),
+        "a refused container was created"
+    );
+
+    // net.* with the host's network namespace: the bundle without one.
+    let (_d, b) = bundle(&["true"]);
+    b.edit_config(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+        c["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": "1" });
+    })
+    .unwrap();
+    rt.run([
+        "run",
+        "--bundle",
+        b.dir.to_str().unwrap(),
+        &rt.container("hostnet").id,
+    ])
+    .fails("not allowed in host network namespace");
+}

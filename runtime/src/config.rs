@@ -141,6 +141,7 @@ pub fn check(spec: &Spec, dir: &Path) -> Result<PathBuf, ConfigError> {
             "unable to set hostname without a private UTS namespace",
         ));
     }
+    check_sysctls(linux, spec.hostname().is_some())?;
     for m in spec.mounts().iter().flatten() {
         if !m.destination().is_absolute() {
             return Err(invalid(format!(
@@ -150,6 +151,92 @@ pub fn check(spec: &Spec, dir: &Path) -> Result<PathBuf, ConfigError> {
         }
     }
     Ok(rootfs)
+}
+
+/// IPC sysctls: namespaced by the IPC namespace (runc's list).
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Whether the namespace `path` names is the host's (that of pid 1), by
+/// device and inode: joining it by path is sharing it.
+fn is_host_namespace(path: &Path, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let host = Path::new("/proc/1/ns").join(kind);
+    match (std::fs::metadata(path), std::fs::metadata(host)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        // Unreadable: treat as the host's, the safe side.
+        _ => true,
+    }
+}
+
+/// A sysctl is written only into a namespace the container has of its own:
+/// anything else would change the host (runc's rules). Checked before
+/// anything is created, with the key in the error.
+fn check_sysctls(linux: &oci_spec::runtime::Linux, has_hostname: bool) -> Result<(), ConfigError> {
+    let Some(sysctl) = linux.sysctl() else {
+        return Ok(());
+    };
+    if crate::defences_disabled() {
+        return Ok(());
+    }
+    let own = |t: LinuxNamespaceType, kind: &str| {
+        linux.namespaces().iter().flatten().any(|n| {
+            n.typ() == t
+                && n.path()
+                    .as_ref()
+                    .is_none_or(|p| !is_host_namespace(p, kind))
+        })
+    };
+    let mut keys: Vec<&String> = sysctl.keys().collect();
+    keys.sort();
+    for k in keys {
+        let k = k.as_str();
+        // The init checks names again where it writes; here so that a bad
+        // name is refused before anything is created, with the same words.
+        if k.contains('/') || k.split('.').any(|p| p.is_empty() || p == "..") {
+            return Err(invalid(format!("sysctl {k:?} is not a valid name")));
+        }
+        if IPC_SYSCTLS.contains(&k) || k.starts_with("fs.mqueue.") {
+            if own(LinuxNamespaceType::Ipc, "ipc") {
+                continue;
+            }
+            return Err(invalid(format!(
+                "sysctl {k:?} is not allowed in the host's ipc namespace"
+            )));
+        }
+        if k.starts_with("net.") {
+            if own(LinuxNamespaceType::Network, "net") {
+                continue;
+            }
+            return Err(invalid(format!(
+                "sysctl {k:?} not allowed in host network namespace"
+            )));
+        }
+        if own(LinuxNamespaceType::Uts, "uts") {
+            match k {
+                "kernel.domainname" => continue,
+                "kernel.hostname" if !has_hostname => continue,
+                "kernel.hostname" => {
+                    return Err(invalid(format!(
+                    "sysctl {k:?} is not allowed as it conflicts with the OCI \"hostname\" field"
+                )))
+                }
+                _ => {}
+            }
+        }
+        return Err(invalid(format!(
+            "sysctl {k:?} is not in a separate kernel namespace"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,5 +288,57 @@ mod tests {
 
         let dir = bundle_with(&MINIMAL.replace("\"root\"", "\"hostname\":\"h\",\"root\""));
         assert!(load(dir.path()).unwrap_err().to_string().contains("UTS"));
+    }
+
+    #[test]
+    fn sysctls_only_in_namespaces_of_the_containers_own() {
+        let with = |namespaces: &str, sysctl: &str| {
+            let c = MINIMAL
+                .replace(
+                    r#"[{"type":"mount"},{"type":"pid"}]"#,
+                    &format!(r#"[{{"type":"mount"}},{{"type":"pid"}}{namespaces}]"#),
+                )
+                .replace(
+                    r#""linux":{"#,
+                    &format!(r#""linux":{{"sysctl":{{{sysctl}}},"#),
+                );
+            let dir = bundle_with(&c);
+            load(dir.path()).map(|_| ()).map_err(|e| e.to_string())
+        };
+        // Host-global: never.
+        let e = with(
+            r#",{"type":"network"},{"type":"ipc"},{"type":"uts"}"#,
+            r#""kernel.core_pattern":"|/x""#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("kernel.core_pattern") && e.contains("not in a separate kernel namespace"),
+            "{e}"
+        );
+        assert!(with("", r#""vm.swappiness":"1""#).is_err());
+        // Network sysctls need a network namespace of the container's own;
+        // joining the host's by path is sharing it.
+        let e = with("", r#""net.ipv4.ip_forward":"1""#).unwrap_err();
+        assert!(
+            e.contains("net.ipv4.ip_forward") && e.contains("host network namespace"),
+            "{e}"
+        );
+        assert!(with(r#",{"type":"network"}"#, r#""net.ipv4.ip_forward":"1""#).is_ok());
+        assert!(with(
+            r#",{"type":"network","path":"/proc/1/ns/net"}"#,
+            r#""net.ipv4.ip_forward":"1""#
+        )
+        .is_err());
+        // IPC and UTS sysctls with their namespaces.
+        assert!(with("", r#""kernel.shmmax":"1""#)
+            .unwrap_err()
+            .contains("ipc namespace"));
+        assert!(with(
+            r#",{"type":"ipc"}"#,
+            r#""kernel.shmmax":"1","fs.mqueue.msg_max":"9""#
+        )
+        .is_ok());
+        assert!(with("", r#""kernel.domainname":"d""#).is_err());
+        assert!(with(r#",{"type":"uts"}"#, r#""kernel.domainname":"d""#).is_ok());
     }
 }

@@ -265,12 +265,14 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
         what: "opening the rootfs",
         source,
     })?;
+    let kernel_mounts = crate::rootfs::kernel_mounts(a.spec.mounts().as_deref().unwrap_or(&[]));
     let ctx = crate::rootfs::MountCtx {
         root: &root,
         rootfs: &a.rootfs,
         bundle: &a.bundle,
         cgroup_path: &a.cgroup_path,
         in_userns: plan.new_user,
+        kernel_mounts: &kernel_mounts,
     };
     let mut dev_ro = false;
     let mut dev_is_bind = false;
@@ -366,15 +368,35 @@ fn write_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Res<()> 
     Ok(())
 }
 
+/// Through a private, verified procfs handle like the sysctls: the
+/// container's mounts (a bind over /proc/self/oom_score_adj, or a /proc
+/// that is not procfs) cannot redirect the runtime's write to a host file.
 fn set_oom_score_adj(adj: i32) -> Res<()> {
-    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|err| {
-        let source = if adj < 0 {
-            OomScoreError::NeedsCapSysResource(err)
-        } else {
-            OomScoreError::Write(err)
-        };
-        InitError::OomScoreAdj { adj, source }
-    })
+    use std::io::Write;
+    let proc = pathrs::procfs::ProcfsHandle::new().map_err(InitError::Procfs)?;
+    let open = || {
+        if crate::defences_disabled() {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open("/proc/self/oom_score_adj");
+        }
+        proc.open(
+            pathrs::procfs::ProcfsBase::ProcSelf,
+            "oom_score_adj",
+            pathrs::flags::OpenFlags::O_WRONLY | pathrs::flags::OpenFlags::O_CLOEXEC,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    open()
+        .and_then(|mut f| f.write_all(adj.to_string().as_bytes()))
+        .map_err(|err| {
+            let source = if adj < 0 {
+                OomScoreError::NeedsCapSysResource(err)
+            } else {
+                OomScoreError::Write(err)
+            };
+            InitError::OomScoreAdj { adj, source }
+        })
 }
 
 fn join_session_keyring(id: &str) {

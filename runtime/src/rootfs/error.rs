@@ -38,6 +38,14 @@ pub enum RootfsError {
     /// writes to procfs.
     #[error("{} cannot be mounted because it is inside /proc", .0.display())]
     InsideProc(PathBuf),
+    /// CVE-2025-52881 class: a destination whose string is harmless but
+    /// that resolves (through the image's symlinks) into a procfs or sysfs
+    /// the spec did not mount there.
+    #[error(
+        "mount {} resolves into {fs} that no mount of the spec puts there; refusing a mount onto it",
+        .dest.display()
+    )]
+    KernelFsTarget { dest: PathBuf, fs: &'static str },
     #[error("device {}: type 'a' is only valid in the cgroup rules", .0.display())]
     DeviceTypeAll(PathBuf),
     #[error("device {} is not under /dev", .0.display())]

@@ -31,7 +31,7 @@ use std::path::{Component, Path, PathBuf};
 pub use console::mount_console;
 pub use devices::{create_devices, default_devices, finish_dev};
 pub use error::RootfsError;
-pub use mounts::{mount_one, MountCtx};
+pub use mounts::{kernel_mounts, mount_one, MountCtx};
 pub use options::{parse_options, Options};
 pub use paths::{mask_paths, readonly_paths, readonly_root, verified_dev_null};
 pub use pivot::{move_root, pivot};

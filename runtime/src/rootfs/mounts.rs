@@ -46,6 +46,42 @@ fn check_proc_target(dest: &Path, typ: &str, bind: bool) -> Result<(), RootfsErr
     Ok(())
 }
 
+/// Refuses a target that lies in a procfs or sysfs unless the destination,
+/// as written, is under a proc or sysfs mount of the spec itself: a symlink
+/// `p -> /proc` in the image must not turn `/p/self/oom_score_adj` into a
+/// mount onto the real procfs, which the string check above cannot see.
+fn check_resolved_target(
+    dest: &Path,
+    tgt: &impl std::os::fd::AsFd,
+    kernel_mounts: &[PathBuf],
+) -> Result<(), RootfsError> {
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
+    if crate::defences_disabled() {
+        return Ok(());
+    }
+    let fs = fstatfs(tgt).map_err(sys(format!("checking mount target {}", dest.display())))?;
+    let kind = match fs.filesystem_type() {
+        t if t == PROC_SUPER_MAGIC => "procfs",
+        t if t == SYSFS_MAGIC => "sysfs",
+        _ => return Ok(()),
+    };
+    let dest = clean(dest);
+    if kernel_mounts.iter().any(|k| dest.starts_with(k)) {
+        return Ok(());
+    }
+    Err(RootfsError::KernelFsTarget { dest, fs: kind })
+}
+
+/// The destinations (cleaned) where the spec itself mounts procfs or
+/// sysfs: the only places a later mount may land on those filesystems.
+pub fn kernel_mounts(mounts: &[Mount]) -> Vec<PathBuf> {
+    mounts
+        .iter()
+        .filter(|m| matches!(m.typ().as_deref(), Some("proc" | "sysfs")))
+        .map(|m| clean(m.destination()))
+        .collect()
+}
+
 /// Everything one spec mount needs besides the mount itself.
 pub struct MountCtx<'a> {
     pub root: &'a Root,
@@ -55,6 +91,8 @@ pub struct MountCtx<'a> {
     /// The container's cgroup, for `cgroup` mounts on v1 hosts.
     pub cgroup_path: &'a Path,
     pub in_userns: bool,
+    /// See [`kernel_mounts`].
+    pub kernel_mounts: &'a [PathBuf],
 }
 
 fn source_path(bundle: &Path, src: &Path) -> PathBuf {
@@ -90,6 +128,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
         bundle: ctx.bundle,
         cgroup_path: ctx.cgroup_path,
         in_userns: ctx.in_userns,
+        kernel_mounts: ctx.kernel_mounts,
     };
     if typ == "cgroup" && !bind {
         return mount_cgroup_v1(ctx.root, ctx.cgroup_path, dest, &opts).map(|()| false);
@@ -105,6 +144,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
             source,
         })?;
         let tgt = target(ctx.root, dest, !meta.is_dir())?;
+        check_resolved_target(dest, &tgt, ctx.kernel_mounts)?;
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         mount(
             Some(&src),
@@ -128,6 +168,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
         return Ok(false);
     }
     let tgt = target(ctx.root, dest, false)?;
+    check_resolved_target(dest, &tgt, ctx.kernel_mounts)?;
     let mut flags = opts.flags;
     if typ == "mqueue" && ctx.in_userns {
         // mqueue cannot be mounted in a user namespace without a new IPC
