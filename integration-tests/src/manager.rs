@@ -262,10 +262,37 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The cgroup parent this daemon gives containers by default: berth's
+    /// rule (`Config::cgroup_parent`) for a root that is not the default,
+    /// `/berth-` and 8 hex digits of the root path's sha256.
+    pub fn cgroup_parent(&self) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(self.root().as_os_str().as_encoded_bytes());
+        format!("/berth-{}", hex::encode(&h[..4]))
+    }
+
+    /// Removes the (empty, once the tasks are gone) parent cgroup from
+    /// every hierarchy: the runtime removes each container's, the parent is
+    /// this daemon's.
+    fn remove_cgroup_parent(&self) {
+        let parent = self.cgroup_parent();
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for h in hierarchies.flatten() {
+            let _ = std::fs::remove_dir(h.path().join(parent.trim_start_matches('/')));
+        }
+        let _ =
+            std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')));
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         self.reap_tasks();
+        self.remove_cgroup_parent();
         for m in mounts_under(self.dir.path()) {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }

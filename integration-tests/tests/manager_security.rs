@@ -157,3 +157,75 @@ fn other_accounts_reach_nothing_and_old_roots_are_closed_at_start() {
     assert_eq!(out.trim(), "1000");
     d.ok(&["rm", "-f", "app"]);
 }
+
+/// The pids in a container's cgroup in the pids hierarchy (cgroup v1).
+fn cgroup_pids(cgroups_path: &str) -> Vec<String> {
+    let procs = Path::new("/sys/fs/cgroup/pids")
+        .join(cgroups_path.trim_start_matches('/'))
+        .join("cgroup.procs");
+    std::fs::read_to_string(procs)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Two daemons with different roots and the same namespace and container
+/// name: their containers' cgroups differ (they were both /berth/default-a,
+/// and removing one daemon's `a` SIGKILLed the other's), and removing one
+/// leaves the other running. A per-container --cgroup-parent is honoured;
+/// a parent that climbs out is refused.
+#[test]
+fn two_daemons_never_share_a_containers_cgroup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = image::standard_tar(tmp.path());
+    let (d1, d2) = (Daemon::start(), Daemon::start());
+    let mut paths = Vec::new();
+    for d in [&d1, &d2] {
+        d.ok(&["load", "-i", tar.to_str().unwrap()]);
+        d.ok(&["run", "-d", "--name", "a", "busybox", "sleep", "600"]);
+        let v = d.json(&["inspect", "a"]);
+        let path = v[0]["spec"]["linux"]["cgroupsPath"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(path, format!("{}/default-a", d.cgroup_parent()));
+        assert!(!cgroup_pids(&path).is_empty(), "no process in {path}");
+        paths.push(path);
+    }
+    assert_ne!(paths[0], paths[1]);
+
+    d1.ok(&["rm", "-f", "a"]);
+    assert!(cgroup_pids(&paths[0]).is_empty());
+    assert!(
+        !cgroup_pids(&paths[1]).is_empty(),
+        "the other daemon's container was killed"
+    );
+    assert_eq!(d2.ok(&["exec", "a", "echo", "alive"]).trim(), "alive");
+    d2.ok(&["rm", "-f", "a"]);
+
+    d2.ok(&[
+        "create",
+        "--name",
+        "p",
+        "--cgroup-parent",
+        "/berth-test-parent",
+        "busybox",
+        "true",
+    ]);
+    let v = d2.json(&["inspect", "p"]);
+    assert_eq!(
+        v[0]["spec"]["linux"]["cgroupsPath"],
+        "/berth-test-parent/default-p"
+    );
+    d2.ok(&["rm", "p"]);
+    let err = d2.fails(&[
+        "create",
+        "--name",
+        "q",
+        "--cgroup-parent",
+        "/x/../../etc",
+        "busybox",
+    ]);
+    assert!(err.contains("cgroup parent"), "{err}");
+}

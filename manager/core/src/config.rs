@@ -34,6 +34,10 @@ max_concurrent_downloads = 4
 # The default OCI runtime; berth-runtime beside the berth binary, else on
 # PATH. Any runc-compatible runtime works (e.g. /usr/sbin/runc).
 # runtime = "/usr/local/bin/berth-runtime"
+# The cgroup containers' cgroups are made under (<parent>/<namespace>-<id>,
+# a cgroupfs path). Unset: /berth for the default root, /berth-<hash of
+# root> for any other, so two daemons never share a container's cgroup.
+# cgroup_parent = "/berth"
 
 [registry]
 # Registries (host[:port]) reached over plain HTTP. Loopback registries
@@ -71,8 +75,12 @@ pub struct Config {
     pub shim: Option<PathBuf>,
     /// The default runtime; `berth-runtime` beside this binary, else on PATH.
     pub runtime: Option<PathBuf>,
-    /// The bridge network (`run --network bridge`).
+    /// The bridge network (`run --net bridge`).
     pub network: crate::network::NetworkConfig,
+    /// The cgroup containers' cgroups are made under; see
+    /// [`Config::cgroup_parent`] for the default.
+    #[serde(rename = "cgroup_parent")]
+    pub cgroup_parent_path: Option<String>,
 }
 
 impl Default for Config {
@@ -90,6 +98,7 @@ impl Default for Config {
             shim: None,
             runtime: None,
             network: Default::default(),
+            cgroup_parent_path: None,
         }
     }
 }
@@ -145,6 +154,9 @@ impl Config {
                 "root and state must be absolute paths".into(),
             ));
         }
+        if let Some(p) = &self.cgroup_parent_path {
+            crate::spec::cgroup_parent(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if self.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid(
                 "max_concurrent_downloads must be at least 1".into(),
@@ -161,6 +173,22 @@ impl Config {
         self.runtime
             .clone()
             .unwrap_or_else(|| sibling("berth-runtime"))
+    }
+
+    /// `/berth` for the default root; for another root `/berth-` and eight
+    /// hex digits of its path's hash, so two daemons with different roots
+    /// never give containers of the same name the same cgroup (removing
+    /// one's would kill the other's processes).
+    pub fn cgroup_parent(&self) -> String {
+        use sha2::Digest;
+        if let Some(p) = &self.cgroup_parent_path {
+            return p.clone();
+        }
+        if self.root == Path::new(DEFAULT_ROOT) {
+            return "/berth".into();
+        }
+        let h = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
+        format!("/berth-{}", hex::encode(&h[..4]))
     }
 
     pub fn socket(&self) -> PathBuf {

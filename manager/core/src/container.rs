@@ -338,8 +338,14 @@ async fn finish_create(
             cdir.join("resolv.conf"),
             cdir.join("hostname"),
         );
+        let cgroup_parent = if opts.cgroup_parent.is_empty() {
+            m.config.cgroup_parent()
+        } else {
+            opts.cgroup_parent.clone()
+        };
         spec::generate(&spec::Inputs {
             namespace: ns,
+            cgroup_parent: &cgroup_parent,
             id: &req.id,
             image: img_cfg,
             options: opts,

@@ -58,6 +58,7 @@ fn create_request(r: pb::CreateContainerRequest) -> container::CreateRequest {
             hostname: o.hostname,
             terminal: o.terminal,
             stdin: o.stdin,
+            cgroup_parent: o.cgroup_parent,
         },
         spec: (!r.spec.is_empty()).then_some(r.spec),
         labels: r.labels.into_iter().collect(),

@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Most processes the container may have.
     #[arg(long)]
     pids_limit: Option<i64>,
+    /// The cgroup to make the container's cgroup under, e.g. /jobs (the
+    /// daemon's cgroup_parent by default).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
     /// Replace the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
@@ -202,6 +206,7 @@ impl RunArgs {
             hostname: self.hostname.clone().unwrap_or_default(),
             terminal: self.session.tty,
             stdin: self.session.interactive,
+            cgroup_parent: self.cgroup_parent.clone().unwrap_or_default(),
         };
         let mut labels = HashMap::new();
         if berth_proto::labels::RestartPolicy::parse(&self.restart).is_none() {

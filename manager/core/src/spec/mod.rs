@@ -16,7 +16,7 @@ use serde_json::Value;
 mod steps;
 mod user;
 
-pub use steps::Network;
+pub use steps::{cgroup_parent, Network};
 pub use user::{open_in_root, resolve_user, Ids};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum SpecError {
     BadMount(String),
     #[error("the image has no command to run: give one")]
     NoCommand,
+    #[error("cgroup parent {0:?}: give an absolute cgroup path without `..`")]
+    BadCgroupParent(String),
     #[error("--cpus {0} is out of range")]
     BadCpus(f64),
     #[error("building the spec: {0}")]
@@ -79,6 +81,9 @@ pub struct Options {
     pub terminal: bool,
     /// Keep stdin open (docker -i).
     pub stdin: bool,
+    /// The cgroup (cgroupfs path) to make the container's under; the
+    /// daemon's `cgroup_parent` when empty.
+    pub cgroup_parent: String,
 }
 
 /// A host path bound into the container.
@@ -252,6 +257,8 @@ pub struct EtcFiles<'a> {
 
 pub struct Inputs<'a> {
     pub namespace: &'a str,
+    /// Where the container's cgroup goes: `<cgroup_parent>/<namespace>-<id>`.
+    pub cgroup_parent: &'a str,
     pub id: &'a str,
     pub image: &'a ImageConfig,
     pub options: &'a Options,

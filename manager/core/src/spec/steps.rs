@@ -59,7 +59,12 @@ pub fn build(i: &Inputs<'_>, caps: &[String]) -> Result<Spec, SpecError> {
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(o, network)?)
         .resources(resources(o)?)
-        .cgroups_path(format!("/berth/{}-{}", i.namespace, i.id))
+        .cgroups_path(format!(
+            "{}/{}-{}",
+            cgroup_parent(i.cgroup_parent)?.trim_end_matches('/'),
+            i.namespace,
+            i.id
+        ))
         .build()?;
     // LinuxBuilder starts from the crate's own defaults: clear them so only
     // what a step sets is in the spec.
@@ -69,6 +74,16 @@ pub fn build(i: &Inputs<'_>, caps: &[String]) -> Result<Spec, SpecError> {
     spec.set_linux(Some(linux));
     spec.set_annotations(Some(annotations(i, network)));
     Ok(spec)
+}
+
+/// A cgroupfs path the runtime joins onto each hierarchy: absolute and
+/// without `..`, so it stays under the cgroup filesystems.
+pub fn cgroup_parent(p: &str) -> Result<&str, SpecError> {
+    let bad = || SpecError::BadCgroupParent(p.to_owned());
+    if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+        return Err(bad());
+    }
+    Ok(p)
 }
 
 fn cap_set(caps: &[String]) -> Result<Capabilities, SpecError> {

@@ -159,6 +159,7 @@ fn golden_spec(
 ) -> String {
     let mut v = generate(&Inputs {
         namespace: "default",
+        cgroup_parent: "/berth",
         id: &format!("{case}-container-id"),
         image: img,
         options: o,
