@@ -111,6 +111,32 @@ fn create_start_state_kill_delete() {
     assert!(!rt.root.path().join(&c.id).exists(), "state removed");
 }
 
+/// Polls the container's processes until `n` run (its shell has then set
+/// up whatever it does before starting them).
+fn wait_pids(rt: &Runtime, id: &str, n: usize) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = rt.run(["ps", "--format", "json", id]).ok().stdout;
+        let pids: Vec<i64> = serde_json::from_str(&out).unwrap();
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {n} processes in {id}, have {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Running (a zombie waiting for whoever inherited it counts as dead).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 #[test]
 fn kill_by_name_number_and_all() {
     let rt = Runtime::new();
@@ -118,23 +144,52 @@ fn kill_by_name_number_and_all() {
     let c = rt.container("kill");
     rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &c.id])
         .ok();
+    // The sleep runs once the trap is set.
+    wait_pids(&rt, &c.id, 2);
+    rt.run(["kill", &c.id, "NOSUCH"]).fails("unknown signal");
+    assert_eq!(rt.state(&c.id)["status"], "running");
     // SIGTERM by default, handled by the trap.
-    std::thread::sleep(Duration::from_millis(100));
     rt.run(["kill", &c.id]).ok();
     wait_status(&rt, &c.id, "stopped");
     rt.run(["delete", &c.id]).ok();
 
-    let (_d2, b2) = bundle(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
-    let c2 = rt.container("killall");
-    rt.run(["run", "-d", "--bundle", b2.dir.to_str().unwrap(), &c2.id])
-        .ok();
-    wait_status(&rt, &c2.id, "running");
-    let pids: Vec<i64> =
-        serde_json::from_str(&rt.run(["ps", "--format", "json", &c2.id]).ok().stdout).unwrap();
-    assert!(pids.len() >= 3, "{pids:?}");
-    rt.run(["kill", "--all", &c2.id, "9"]).ok();
-    wait_status(&rt, &c2.id, "stopped");
-    rt.run(["kill", &c2.id, "NOSUCH"]).fails("unknown signal");
+    // Without a pid namespace of its own, killing the init leaves its
+    // children running: --all is what reaches them.
+    let shared = |tag: &str| {
+        let (d, b) = bundle(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
+        b.edit_config(|c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "pid");
+        })
+        .unwrap();
+        let c = rt.container(tag);
+        rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &c.id])
+            .ok();
+        let pids = wait_pids(&rt, &c.id, 3);
+        (d, c, pids)
+    };
+    let (_d1, init_only, pids) = shared("killinit");
+    let init = rt.state(&init_only.id)["pid"].as_i64().unwrap();
+    rt.run(["kill", &init_only.id, "9"]).ok();
+    wait_status(&rt, &init_only.id, "stopped");
+    let children: Vec<i64> = pids.into_iter().filter(|p| *p != init).collect();
+    assert!(
+        children.iter().all(|p| alive(*p)),
+        "killing the init alone took its children too"
+    );
+    rt.run(["delete", "--force", &init_only.id]).ok();
+
+    let (_d2, all, pids) = shared("killall");
+    rt.run(["kill", "--all", &all.id, "9"]).ok();
+    wait_status(&rt, &all.id, "stopped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "--all left some of {pids:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rt.run(["delete", &all.id]).ok();
 }
 
 #[test]
