@@ -262,6 +262,34 @@ impl Daemon {
     }
 }
 
+/// Waits until a `berth serve` started by hand listens on `sock` (20 s at
+/// most, failing if it exits first), for tests that start daemons outside
+/// [`Daemon`].
+pub fn wait_listening(child: &mut Child, sock: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: nothing listening on {} within 20 s",
+            sock.display()
+        );
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "{what}: berth serve exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to a daemon started by hand; true when it then exits cleanly.
+pub fn terminate(child: &mut Child) -> bool {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    child.wait().is_ok_and(|s| s.success())
+}
+
 impl Daemon {
     /// The cgroup parent this daemon gives containers by default: berth's
     /// rule (`Config::cgroup_parent`) for a root that is not the default,

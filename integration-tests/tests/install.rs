@@ -149,22 +149,8 @@ fn install_puts_binaries_config_and_a_unit_that_systemd_accepts() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the unit's ExecStart did not serve on {} within 20 s",
-            sock.display()
-        );
-        assert!(daemon.try_wait().unwrap().is_none(), "berth serve exited");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success());
+    berth_integration_tests::manager::wait_listening(&mut daemon, &sock, "the unit's ExecStart");
+    assert!(berth_integration_tests::manager::terminate(&mut daemon));
 }
 
 #[test]

@@ -1028,19 +1028,7 @@ fn serve_listens_on_the_address_it_is_given() {
             .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{how}: no daemon listening on {} within 20 s",
-                sock.display()
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "{how}: berth serve exited"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        berth_integration_tests::manager::wait_listening(&mut child, &sock, how);
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{how}");
         assert!(
@@ -1058,12 +1046,10 @@ fn serve_listens_on_the_address_it_is_given() {
             "{how}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        assert!(child.wait().unwrap().success(), "{how}: exit after SIGTERM");
+        assert!(
+            berth_integration_tests::manager::terminate(&mut child),
+            "{how}: exit after SIGTERM"
+        );
         assert!(!sock.exists(), "{how}: socket left behind");
     }
 }
