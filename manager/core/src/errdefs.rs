@@ -278,6 +278,7 @@ impl Kind for GcError {
             GcError::Metadata(e) => e.kind(),
             GcError::Content(e) => e.kind(),
             GcError::Snapshot(e) => e.kind(),
+            GcError::Worker(_) => Internal,
         }
     }
 }

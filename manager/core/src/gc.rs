@@ -3,6 +3,7 @@
 //! `gc_lock` held exclusively, so nothing is created between mark and sweep.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::container::ContainerRecord;
 use crate::content::{ContentError, ContentRecord, Digest};
@@ -28,6 +29,8 @@ pub enum GcError {
     Content(#[from] ContentError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error("the collector's worker failed: {0}")]
+    Worker(String),
 }
 
 fn namespaces(m: &Manager) -> Result<BTreeSet<String>, GcError> {
@@ -80,13 +83,27 @@ fn image_chains(m: &Manager, target: &image::Desc) -> Vec<String> {
 /// transaction per store, then deletes the snapshot trees after letting the
 /// lock go: creates and pulls wait for the mark and the record sweep only,
 /// never for the files of a thousand layers.
-pub async fn collect(m: &Manager) -> Result<GcStats, GcError> {
+///
+/// The work itself runs on the blocking pool: done on an async worker it
+/// held that worker for the whole sweep, and with it tokio's I/O driver
+/// when that worker owned it, so every other call (a `berth ps`) waited.
+pub async fn collect(m: &Arc<Manager>) -> Result<GcStats, GcError> {
     let stats = {
         let _g = m.gc_lock.write().await;
-        sweep(m, &mark(m)?)?
+        let m = m.clone();
+        blocking(move || sweep(&m, &mark(&m)?)).await?
     };
-    m.snapshots.empty_trash()?;
+    let m = m.clone();
+    blocking(move || Ok(m.snapshots.empty_trash()?)).await?;
     Ok(stats)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, GcError> + Send + 'static,
+) -> Result<T, GcError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| GcError::Worker(e.to_string()))?
 }
 
 /// What the images, containers and unexpired leases hold, and the leases
