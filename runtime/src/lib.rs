@@ -29,6 +29,9 @@ pub mod sync;
 pub mod time;
 pub mod user;
 
+#[cfg(test)]
+mod proptests;
+
 /// True only in the test-only build that proves the security tests bite.
 pub const fn defences_disabled() -> bool {
     cfg!(feature = "test-disable-defences")

@@ -29,6 +29,9 @@ pub mod task;
 pub mod unpack;
 pub mod volume;
 
+#[cfg(test)]
+mod proptests;
+
 use std::sync::Arc;
 
 use content::ContentStore;
