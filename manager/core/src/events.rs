@@ -36,6 +36,19 @@ impl Bus {
         });
     }
 
+    /// `/images/create` for an image a pull or a load stored (containerd
+    /// publishes one per image for both).
+    pub fn image_created(&self, namespace: &str, name: &str) {
+        use berth_proto::events::v1::{topics, ImageCreate};
+        self.emit(
+            namespace,
+            topics::IMAGE_CREATE,
+            Event::ImageCreate(ImageCreate {
+                name: name.to_owned(),
+            }),
+        );
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Envelope> {
         self.tx.subscribe()
     }

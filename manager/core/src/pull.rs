@@ -364,15 +364,7 @@ async fn pull_under_lease(
             Ok(rec)
         })?
     };
-    m.events.emit(
-        ns,
-        berth_proto::events::v1::topics::IMAGE_CREATE,
-        berth_proto::events::v1::envelope::Event::ImageCreate(
-            berth_proto::events::v1::ImageCreate {
-                name: rec.name.clone(),
-            },
-        ),
-    );
+    m.events.image_created(ns, &rec.name);
     Ok(rec)
 }
 

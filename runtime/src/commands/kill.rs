@@ -30,10 +30,17 @@ pub fn kill(g: &Global, id: &str, signal: Option<&str>, all: bool) -> Result<()>
         bail!("container not running");
     }
     if all {
-        signal_all(&c, sig)
+        signal_all(&c, sig)?;
     } else {
-        signal_init(&c, sig)
+        signal_init(&c, sig)?;
     }
+    // A frozen process cannot act on SIGKILL: thaw a paused container so
+    // the kill takes effect, as runc does (otherwise it stays "paused"
+    // with its init alive, and a waiter never returns).
+    if sig == Signal::SIGKILL && c.status() == Status::Paused {
+        crate::cgroups::freeze(&c.cgroup, false)?;
+    }
+    Ok(())
 }
 
 /// Signals the init process through a pidfd, after checking the pidfd

@@ -63,6 +63,9 @@ pub async fn load(
     if let Err(e) = lease::delete(&m.meta, ns, &lease_id) {
         tracing::warn!(lease = %lease_id, error = %e, "removing load lease");
     }
+    for rec in r.iter().flatten() {
+        m.events.image_created(ns, &rec.name);
+    }
     r
 }
 
