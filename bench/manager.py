@@ -240,8 +240,15 @@ class Berth:
         self.up = False
 
     def start(self, d):
-        p = d.start("berth", [self.bin, "serve", "--root", self.root, "--state", self.state],
-                    env=self.env)
+        # Containers' cgroups under /berth (berth/default-ID), where the
+        # cleanup looks: berth's default for a root that is not
+        # /var/lib/berth is /berth-<hash of the root>. The container ids
+        # carry the run's token, so no other daemon's cgroup is touched.
+        config = f"{self.run_dir}/berth.toml"
+        with open(config, "w") as f:
+            f.write('cgroup_parent = "/berth"\n')
+        p = d.start("berth", [self.bin, "serve", "--config", config, "--root", self.root,
+                              "--state", self.state], env=self.env)
         self.pid = p.pid
         self.up = True
         wait_until("berth serve", lambda: os.path.exists(self.sock)
