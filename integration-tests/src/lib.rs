@@ -23,3 +23,91 @@ pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod shim;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 10 ms until it holds; panics after `timeout`, saying
+/// what it waited for. The replacement for a sleep that stands in for a
+/// condition.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` is gone: no longer in /proc, or a zombie (dead,
+/// not yet reaped by a parent that is not ours to wait for).
+pub fn process_gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// What a child writes to a pipe, collected by a thread as it arrives, so a
+/// test can wait for a line without waiting for the end.
+pub struct Collector {
+    seen: Arc<Mutex<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    pub fn new(mut r: impl Read + Send + 'static) -> Collector {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        Collector {
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// What arrived so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Waits until `cond` holds for what arrived; panics after `timeout`
+    /// with what it waited for and what it saw.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if cond(&text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; got:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything, once the writer closed the pipe.
+    pub fn finish(mut self) -> String {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.text()
+    }
+}

@@ -2,10 +2,41 @@
 //! checked by what it does inside the container.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use berth_integration_tests::fixtures::image;
 use berth_integration_tests::manager::Daemon;
 use berth_integration_tests::registry::Registry;
+use berth_integration_tests::{wait_until, Collector};
+
+/// How long a condition a test waits for may take on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long an absence check watches for something that must not happen,
+/// once the state it follows from has been reached.
+const ABSENCE: Duration = Duration::from_millis(500);
+
+/// Waits until `berth top` lists a process of `id` whose whole command
+/// line is `cmd` (not merely a shell script that mentions it).
+fn wait_for_process(d: &Daemon, id: &str, cmd: &str) {
+    wait_until(
+        &format!("`berth top {id}` to show {cmd:?}"),
+        PATIENCE,
+        || {
+            let out = d.cli(&["top", id]);
+            // Each line: PID, the exec id (empty for the init's processes),
+            // then the command line.
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+                l.trim_end().strip_suffix(cmd).is_some_and(|before| {
+                    let w: Vec<&str> = before.split_whitespace().collect();
+                    before.ends_with(' ')
+                        && (1..=2).contains(&w.len())
+                        && w[0].parse::<u32>().is_ok()
+                })
+            })
+        },
+    );
+}
 
 /// A daemon with the fixture images loaded from an offline tarball.
 /// The standard fixture images as an OCI layout tarball in `tmp`.
@@ -180,7 +211,10 @@ fn detached_containers_list_log_stop_and_remove() {
         .trim()
         .to_owned();
     assert_eq!(id, "web");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The second tick: the trap is set and the log has more than one line.
+    wait_until("\"tick 1\" in the logs of web", PATIENCE, || {
+        d.ok(&["logs", "web"]).contains("tick 1\n")
+    });
     let ps = d.json(&["ps", "--format", "json"]);
     assert_eq!(ps[0]["id"], "web");
     assert_eq!(ps[0]["status"], "running");
@@ -235,7 +269,9 @@ fn detached_containers_list_log_stop_and_remove() {
         "-c",
         "trap 'exit 5' USR1; sleep 100 & wait",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The shell starts `sleep 100` only once its trap is set: before that,
+    // USR1 would kill it (exit 138) instead of running the trap.
+    wait_for_process(&d, "k", "sleep 100");
     d.ok(&["kill", "-s", "USR1", "k"]);
     let out = d.cli(&["wait", "k"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
@@ -375,13 +411,17 @@ fn save_and_load_round_trip_between_namespaces() {
     );
     let err = d.fails(&["save", "-o", tar.to_str().unwrap(), "nope"]);
     assert!(err.contains("not found"), "{err}");
+    // Not an archive at all: refused as such, not for some other reason.
     let err = d.fails(&["load", "-i", "/etc/hostname"]);
-    assert!(!err.is_empty());
+    assert!(
+        err.starts_with("berth: ") && err.contains("reading the upload as a tar archive"),
+        "{err}"
+    );
 }
 
 #[test]
 fn create_start_attach_inspect_top_stats_events() {
-    let (d, _t) = daemon();
+    let (d, t) = daemon();
     // Events are printed as they happen, by a CLI running beside us.
     let mut events = d
         .cmd()
@@ -396,6 +436,28 @@ fn create_start_attach_inspect_top_stats_events() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let printed = Collector::new(events.stdout.take().unwrap());
+    // The CLI subscribes some time after it starts, and events from before
+    // are not replayed: a probe container comes and goes until one of its
+    // events is printed, so c1's create is not missed. The probe's events
+    // are left out of the counts below.
+    wait_until("the events CLI to print a probe's event", PATIENCE, || {
+        d.ok(&["create", "--name", "probe", "busybox", "true"]);
+        d.ok(&["rm", "probe"]);
+        printed.text().contains(r#""event":"probe"#)
+    });
+    // The topics of the complete lines printed, the probe's left out.
+    let topics_seen = |text: &str| -> Vec<String> {
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .map(|l| -> serde_json::Value {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+            })
+            .filter(|l| l["event"].as_str().and_then(|e| e.split(' ').next()) != Some("probe"))
+            .map(|l| l["topic"].as_str().unwrap().to_owned())
+            .collect()
+    };
 
     assert_eq!(
         d.ok(&[
@@ -430,6 +492,13 @@ fn create_start_attach_inspect_top_stats_events() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
     assert!(d.ok(&["logs", "c1"]).ends_with("started\n"));
 
+    // w prints "late" when told to by a file in a volume: only once the
+    // attached CLI below relays its output (stderr, which the logs keep
+    // apart from stdout), so the CLI cannot miss it. The `true` keeps the
+    // shell beside `sleep 1000` (as the last command, sh would exec it).
+    let sig = t.path().join("sig");
+    std::fs::create_dir(&sig).unwrap();
+    let v_sig = format!("{}:/sig", sig.display());
     d.ok(&[
         "run",
         "-d",
@@ -437,17 +506,28 @@ fn create_start_attach_inspect_top_stats_events() {
         "w",
         "--memory",
         "32m",
+        "-v",
+        &v_sig,
         "busybox",
         "sh",
         "-c",
-        "sleep 0.5; echo late; sleep 1000",
+        "until [ -e /sig/go ]; do echo waiting >&2; sleep 0.05; done; echo late; sleep 1000; true",
     ]);
-    let attach = d
+    let mut attach = d
         .cmd()
         .args(["attach", "w"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let attached_out = Collector::new(attach.stdout.take().unwrap());
+    let attached_err = Collector::new(attach.stderr.take().unwrap());
+    attached_err.wait_for("attach to relay w's stderr", PATIENCE, |s| {
+        s.contains("waiting\n")
+    });
+    std::fs::write(sig.join("go"), "").unwrap();
+    // `sleep 1000` runs once "late" was printed.
+    wait_for_process(&d, "w", "sleep 1000");
     let info = d.json(&["inspect", "w"]);
     assert_eq!(info[0]["id"], "w");
     assert_eq!(info[0]["task"]["status"], "running");
@@ -461,25 +541,34 @@ fn create_start_attach_inspect_top_stats_events() {
     let s: serde_json::Value = serde_json::from_str(stats.lines().next().unwrap()).unwrap();
     assert_eq!(s["memoryLimitBytes"], 32 << 20);
     assert!(s["pids"].as_u64().unwrap() >= 2, "{s}");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    attached_out.wait_for("\"late\" to reach the attached CLI", PATIENCE, |s| {
+        s.contains("late\n")
+    });
     d.ok(&["kill", "w"]);
-    let out = attach.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
-    assert_eq!(out.status.code(), Some(137));
+    let status = attach.wait().unwrap();
+    assert_eq!(attached_out.finish(), "late\n");
+    assert_eq!(status.code(), Some(137));
     let since = d.ok(&["logs", "--since", "1h", "w"]);
     assert_eq!(since, "late\n");
     let none = d.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "w"]);
     assert!(none.is_empty(), "{none}");
     d.ok(&["rm", "w", "c1"]);
 
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Every event the test caused has been printed (the two deletes are
+    // the last), then the subscriber goes.
+    let count = |text: &str, topic: &str| topics_seen(text).iter().filter(|t| *t == topic).count();
+    printed.wait_for(
+        "2 creates, 4 exits and 2 deletes from the events CLI",
+        PATIENCE,
+        |s| {
+            count(s, "/containers/create") >= 2
+                && count(s, "/tasks/exit") >= 4
+                && count(s, "/containers/delete") >= 2
+        },
+    );
     let _ = events.kill();
-    let out = events.wait_with_output().unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let topics: Vec<&str> = lines.iter().map(|l| l["topic"].as_str().unwrap()).collect();
+    let _ = events.wait();
+    let topics = topics_seen(&printed.finish());
     assert_eq!(
         topics
             .iter()
@@ -558,23 +647,31 @@ impl Pty {
     }
 
     fn wait_for(&self, what: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        self.wait_for_within(what, PATIENCE)
+            .unwrap_or_else(|text| panic!("{what:?} never appeared in:\n{text}"))
+    }
+
+    /// All the text so far once it contains `what`, or within `timeout`
+    /// the text without it.
+    fn wait_for_within(&self, what: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let text = String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned();
             if text.contains(what) {
-                return text;
+                return Ok(text);
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what:?} never appeared in:\n{text}"
-            );
+            if std::time::Instant::now() >= deadline {
+                return Err(text);
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
     /// Changes the window's size and tells the CLI as a terminal would
-    /// (SIGWINCH), then gives it a moment to pass the size on.
-    fn resize(&self, cli: &std::process::Child, rows: u16, cols: u16) {
+    /// (SIGWINCH), then waits until the shell in the container sees the new
+    /// size: the CLI passes it on asynchronously, so `stty size` is asked
+    /// again until it answers with it.
+    fn resize(&mut self, cli: &std::process::Child, rows: u16, cols: u16) {
         use std::os::fd::AsRawFd;
         let ws = libc::winsize {
             ws_row: rows,
@@ -592,7 +689,18 @@ impl Pty {
             nix::sys::signal::Signal::SIGWINCH,
         )
         .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        let want = format!("{rows} {cols}");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            self.type_in(b"stty size\r");
+            match self.wait_for_within(&want, Duration::from_millis(500)) {
+                Ok(_) => return,
+                Err(text) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the container's terminal never became {want}:\n{text}"
+                ),
+            }
+        }
     }
 }
 
@@ -615,7 +723,10 @@ fn run_it_is_a_real_terminal_that_resizes_and_detaches() {
     pty.wait_for("40 120");
     // Raw mode here: ^C reaches the container's shell, which survives it.
     pty.type_in(b"sleep 100\r");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ^C before the shell started `sleep 100` would leave it to run.
+    let ps = d.ok(&["ps", "-q"]);
+    assert_eq!(ps.lines().count(), 1, "{ps}");
+    wait_for_process(&d, ps.trim(), "sleep 100");
     pty.type_in(&[0x03]);
     pty.type_in(b"echo after-ctrl-c; exit 3\r");
     pty.wait_for("after-ctrl-c");
@@ -700,15 +811,42 @@ fn restart_on_failure_is_kept_by_the_daemon_across_its_crash() {
     ]);
     // No CLI runs from here on: the daemon restarts it.
     wait_lines(2);
-    // The daemon dies during the second run, which fails while it is down.
+    // The daemon dies during the second run, which fails while it is down:
+    // its shim records the exit of the init it started.
     d.kill9();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let bundle = d.dir().join("state/tasks/default/r");
+    let pid: u64 = std::fs::read_to_string(bundle.join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(
+        "the second run to exit while the daemon is down",
+        PATIENCE,
+        || {
+            std::fs::read_to_string(bundle.join("exit.json"))
+                .ok()
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+                .is_some_and(|j| {
+                    j["exits"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|x| x["pid"] == pid))
+                })
+        },
+    );
     assert_eq!(lines(&log), 2);
     d.respawn();
     // The restarted daemon learns the failure and restarts it once more...
     wait_lines(3);
-    // ...and never again: on-failure:2 allows two restarts.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // ...and never again: on-failure:2 allows two restarts. The third run
+    // fails a second after it started...
+    wait_until("the third run to exit", PATIENCE, || {
+        d.json(&["ps", "-a", "--format", "json"])[0]["status"] == "exited"
+    });
+    // ...and is not restarted. An absence check: a restart would raise the
+    // count as soon as the exit is learned and start a fourth run moments
+    // later; neither may happen in this bounded while.
+    std::thread::sleep(ABSENCE);
     assert_eq!(lines(&log), 3, "restarted more than twice");
     let ps = d.json(&["ps", "-a", "--format", "json"]);
     assert_eq!(ps[0]["status"], "exited", "{ps}");
@@ -741,9 +879,27 @@ fn restart_on_failure_is_kept_by_the_daemon_across_its_crash() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     d.ok(&["stop", "-t", "1", "a"]);
+    let state = || {
+        let ps = d.json(&["ps", "-a", "--format", "json"]);
+        (
+            ps[0]["status"].as_str().unwrap_or_default().to_owned(),
+            ps[0]["labels"]["berth.io/restart-count"].clone(),
+        )
+    };
+    wait_until("the stopped container to show as exited", PATIENCE, || {
+        state().0 == "exited"
+    });
     let n = lines(&always);
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let (_, count) = state();
+    // An absence check, as above: a restart would raise the count on the
+    // exit and run the command again moments later.
+    std::thread::sleep(ABSENCE);
     assert_eq!(lines(&always), n, "a stopped container was restarted");
+    assert_eq!(
+        state(),
+        ("exited".to_owned(), count),
+        "a stopped container was restarted"
+    );
     d.ok(&["rm", "-f", "a"]);
 }
 

@@ -536,8 +536,13 @@ fn tls_basic_auth_and_docker_credentials() {
         err.to_lowercase().contains("not authorized") || err.contains("401"),
         "anonymous pull must be refused: {err}"
     );
+    // A wrong password is refused by the registry, and said so (not a TLS
+    // or connection failure).
     let err = d.fails(&["pull", "--user", "alice:wrong", &r]);
-    assert!(!err.is_empty());
+    assert!(
+        err.to_lowercase().contains("not authorized"),
+        "a wrong password must be refused: {err}"
+    );
     let v = d.json(&["pull", "--json", "--user", "alice:s3cret", &r]);
     assert_eq!(v["digest"], imgs.std.busybox.manifest.digest);
     d.ok(&["rmi", &r]);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use berth_integration_tests::fixtures::image;
 use berth_integration_tests::manager::Daemon;
 use berth_integration_tests::registry::Registry;
+use berth_integration_tests::{process_gone, wait_until};
 use berth_proto::events::v1::envelope::Event;
 use berth_proto::manager::v1 as pb;
 use berth_proto::shim::v1 as shim;
@@ -136,6 +137,15 @@ fn log_text(path: &str) -> String {
         .filter_map(|l| l.splitn(4, ' ').nth(3))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// Waits until the log at `path` has the line `line`.
+fn wait_for_line(path: &str, line: &str) {
+    wait_until(
+        &format!("{line:?} in {path}"),
+        Duration::from_secs(10),
+        || log_text(path).lines().any(|l| l == line),
+    );
 }
 
 fn sh(script: &str) -> pb::SpecOptions {
@@ -310,13 +320,15 @@ async fn stop_uses_the_signal_then_kills_after_the_timeout() {
     api.create(
         "polite",
         &s.image,
-        sh("trap 'exit 42' TERM; while true; do sleep 0.1; done"),
+        sh("trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done"),
         &[],
     )
     .await
     .unwrap();
-    api.start("polite").await;
-    std::thread::sleep(Duration::from_millis(300));
+    let log = api.start("polite").await;
+    // The trap is set once "ready" is printed; a TERM before would kill
+    // the shell (143) instead of running it.
+    wait_for_line(&log, "ready");
     let st = api
         .tasks()
         .stop(api.req(pb::StopTaskRequest {
@@ -333,13 +345,13 @@ async fn stop_uses_the_signal_then_kills_after_the_timeout() {
     api.create(
         "stubborn",
         &s.image,
-        sh("trap '' TERM; while true; do sleep 0.1; done"),
+        sh("trap '' TERM; echo ready; while true; do sleep 0.1; done"),
         &[],
     )
     .await
     .unwrap();
-    api.start("stubborn").await;
-    std::thread::sleep(Duration::from_millis(300));
+    let log = api.start("stubborn").await;
+    wait_for_line(&log, "ready");
     let t0 = Instant::now();
     let st = api
         .tasks()
@@ -447,7 +459,12 @@ async fn containers_outlive_the_manager_and_exits_while_it_is_down_are_reported(
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Both exits happen while the manager is down: their shims reaped them.
+    wait_until(
+        "the killed inits to be reaped",
+        Duration::from_secs(10),
+        || process_gone(short) && process_gone(rm),
+    );
     assert!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(long), None).is_ok(),
         "long must still run"
@@ -524,38 +541,67 @@ async fn a_crash_during_creates_leaves_nothing_half_made() {
     let mut jobs = Vec::new();
     for i in 0..8 {
         let (sock, image) = (sock.clone(), image.clone());
-        jobs.push(std::thread::spawn(move || {
+        jobs.push(std::thread::spawn(move || -> Result<(), String> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let Ok(ch) = berth_proto::transport::connect(&sock).await else {
-                    return;
-                };
+                let ch = berth_proto::transport::connect(&sock)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
                 let api = Api {
                     ch,
                     ns: "default".into(),
                 };
                 let id = format!("c{i}");
-                if api.create(&id, &image, sh("sleep 1000"), &[]).await.is_ok() {
-                    let _ = api
-                        .tasks()
-                        .create(api.req(pb::CreateTaskRequest {
-                            container_id: id,
-                            log_path: String::new(),
-                            start: false,
-                        }))
-                        .await;
-                }
+                api.create(&id, &image, sh("sleep 1000"), &[])
+                    .await
+                    .map_err(|e| format!("container create: {e}"))?;
+                api.tasks()
+                    .create(api.req(pb::CreateTaskRequest {
+                        container_id: id,
+                        log_path: String::new(),
+                        start: false,
+                    }))
+                    .await
+                    .map_err(|e| format!("task create: {e}"))?;
+                Ok(())
             })
         }));
     }
-    std::thread::sleep(Duration::from_millis(150));
+    // A task create makes its bundle directory first: the daemon is killed
+    // as soon as one has begun, with the creates still going.
+    let bundles = s.d.dir().join("state/tasks/default");
+    let task_creates = || -> Vec<String> {
+        std::fs::read_dir(&bundles)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until("a task create to begin", Duration::from_secs(20), || {
+        !task_creates().is_empty()
+    });
     s.d.kill9();
-    for j in jobs {
-        let _ = j.join();
-    }
+    let begun = task_creates();
+    let results: Vec<Result<(), String>> = jobs.into_iter().map(|j| j.join().unwrap()).collect();
+    // The crash came while creates were going on: some had made their
+    // bundle, and some calls were cut off by it rather than answered.
+    assert!(!begun.is_empty(), "no task create had begun");
+    let cut = results
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .is_err_and(|e| !e.starts_with("connect") && e.contains("transport error"))
+        })
+        .count();
+    assert!(
+        cut >= 1,
+        "every create was done before the kill: {results:?} (bundles {begun:?})"
+    );
     s.d.respawn();
 
     let api = Api::connect(&s.d, "default").await;

@@ -64,6 +64,69 @@ fn cri_entries(log: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Whether `<bundle>/exit.json`, where the shim records exits, has the
+/// exit of process `pid`.
+fn exit_recorded(bundle: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(bundle.join("exit.json"))
+        .ok()
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+        .is_some_and(|j| {
+            j["exits"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x["pid"] == pid))
+        })
+}
+
+/// A unix socket that relays one connection to `target` and keeps what
+/// the client sent: what went through to the shim can be seen.
+struct Relay {
+    address: String,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    fn start(path: &Path, target: &Path) -> Relay {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let listener = UnixListener::bind(path).unwrap();
+        let target = target.to_owned();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = sent.clone();
+        std::thread::spawn(move || {
+            let Ok((mut client, _)) = listener.accept() else {
+                return;
+            };
+            let mut server = UnixStream::connect(&target).unwrap();
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 || server.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                kept.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            // The client is gone: so is its connection to the shim.
+            let _ = server.shutdown(std::net::Shutdown::Both);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        });
+        Relay {
+            address: berth_proto::transport::address_of(path),
+            sent,
+        }
+    }
+
+    /// Whether `bytes` went through to the shim, whole.
+    fn forwarded(&self, bytes: &[u8]) -> bool {
+        self.sent
+            .lock()
+            .unwrap()
+            .windows(bytes.len())
+            .any(|w| w == bytes)
+    }
+}
+
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
@@ -460,12 +523,23 @@ async fn exec_with_and_without_a_tty() {
     })
     .await;
 
+    // The process reads its terminal's size before the resize (none yet:
+    // busybox's stty fails on a 0x0 terminal) and, told by a file in its
+    // rootfs, after it.
     c.exec(ExecRequest {
         id: "ex".into(),
         exec_id: "tty".into(),
         terminal: true,
         stdin: false,
-        process_json: proc_json(&["sh", "-c", "tty; sleep 0.3"], true),
+        process_json: proc_json(
+            &[
+                "sh",
+                "-c",
+                "tty; echo before $(stty size); \
+                 until [ -e /tmp/resized ]; do sleep 0.02; done; echo after $(stty size)",
+            ],
+            true,
+        ),
     })
     .await
     .unwrap();
@@ -475,6 +549,14 @@ async fn exec_with_and_without_a_tty() {
     })
     .await
     .unwrap();
+    let sizes = |log: &Path| -> Vec<String> {
+        cri_entries(log)
+            .into_iter()
+            .map(|e| e.2.trim_end().to_owned())
+            .filter(|t| matches!(t.split(' ').next(), Some("before" | "after")))
+            .collect()
+    };
+    wait_until("the size before the resize", || !sizes(&log).is_empty()).await;
     c.resize_pty(ResizePtyRequest {
         id: "ex".into(),
         exec_id: "tty".into(),
@@ -483,6 +565,7 @@ async fn exec_with_and_without_a_tty() {
     })
     .await
     .unwrap();
+    std::fs::write(b.rootfs().join("tmp/resized"), "").unwrap();
     let w = c
         .wait(WaitRequest {
             id: "ex".into(),
@@ -498,6 +581,12 @@ async fn exec_with_and_without_a_tty() {
             .any(|e| e.2.starts_with("/dev/pts/"))
     })
     .await;
+    // `stty size` prints rows then columns: the resize reached the
+    // process's terminal, which had another size before.
+    wait_until("the size after the resize", || sizes(&log).len() == 2).await;
+    let sizes = sizes(&log);
+    assert_eq!(sizes[1], "after 30 100", "{sizes:?}");
+    assert_ne!(sizes[0], "before 30 100", "{sizes:?}");
     let pids = c
         .pids(PidsRequest { id: "ex".into() })
         .await
@@ -741,13 +830,27 @@ async fn containers_outlive_clients_and_exits_are_learned_later() {
         .await
         .unwrap();
     }
-    // A client killed with SIGKILL mid-wait.
+    // A client killed with SIGKILL mid-wait. It talks to the shim through
+    // a relay, which shows when its Wait request has gone through whole:
+    // the gRPC frame of WaitRequest { id: "live" } (uncompressed, 6 bytes:
+    // field 1, length 4, "live").
+    let relay = Relay::start(
+        &shims.dir.path().join("relay.sock"),
+        &berth_proto::transport::socket_path(&addr),
+    );
     let mut waiter = std::process::Command::new(&shims.shim)
-        .args(["ctl", "--address", &addr, "wait", "live"])
+        .args(["ctl", "--address", &relay.address, "wait", "live"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the waiter's Wait request to reach the shim", || {
+        relay.forwarded(b"\x00\x00\x00\x00\x06\x0a\x04live")
+    })
+    .await;
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "the waiter must still be waiting"
+    );
     waiter.kill().unwrap();
     waiter.wait().unwrap();
     let mut c = client(&addr).await;
@@ -776,7 +879,11 @@ async fn containers_outlive_clients_and_exits_are_learned_later() {
     let before = std::time::SystemTime::now();
     // SAFETY (test): SIGKILL to the container's init pid.
     unsafe { libc::kill(st.pid as i32, libc::SIGKILL) };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The shim records the exit in the bundle; no client is connected.
+    wait_until("the shim to record the exit", || {
+        exit_recorded(&b.dir, st.pid)
+    })
+    .await;
     let mut c = client(&addr).await;
     let st = c
         .state(StateRequest {
@@ -847,7 +954,10 @@ async fn shim_delete_cleans_up_after_a_killed_shim() {
     let shim_pid = Shims::shim_pid(&b.dir).unwrap();
     // SAFETY (test): SIGKILL to the shim daemon.
     unsafe { libc::kill(shim_pid, libc::SIGKILL) };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until("the killed shim to be gone", || {
+        berth_integration_tests::process_gone(shim_pid)
+    })
+    .await;
     let out = shims.delete("dead", &b.dir);
     assert!(
         out.status.success(),

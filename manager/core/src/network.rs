@@ -307,6 +307,8 @@ mod tests {
     #[test]
     fn the_plugin_list_keeps_the_host_firewall_alone() {
         let p = plugins(&NetworkConfig::default(), Path::new("/s/cni/ipam"));
+        // Exactly these two: no firewall or port-mapping plugin after them.
+        assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0]["type"], "bridge");
         assert_eq!(p[0]["ipMasq"], false);
         assert_eq!(p[0]["ipam"]["dataDir"], "/s/cni/ipam");

@@ -212,9 +212,14 @@ mod tests {
     use super::*;
     use crate::content::{ContentStore, Digest};
 
+    /// The content of the layer's one file, `f`.
+    fn file_data() -> Vec<u8> {
+        (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect()
+    }
+
     fn layer_bytes() -> (Vec<u8>, String) {
         let mut b = tar::Builder::new(Vec::new());
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let data = file_data();
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -226,10 +231,12 @@ mod tests {
         (g.finish().unwrap(), diff_id)
     }
 
+    /// Downloads `sent` as `blob` and unpacks it into `dir`.
     fn download(
         store: &ContentStore,
         blob: &[u8],
         sent: Vec<u8>,
+        dir: &std::path::Path,
     ) -> Result<Option<ApplyStats>, UnpackError> {
         let d = Digest::of(blob);
         let w = store.writer("r", &d, blob.len() as u64).unwrap();
@@ -238,10 +245,9 @@ mod tests {
             tx.try_send(Ok(bytes::Bytes::copy_from_slice(c))).unwrap();
         }
         drop(tx);
-        let dir = tempfile::tempdir().unwrap();
         let (_, diff_id) = layer_bytes();
         let t = Target {
-            dir: dir.path().to_owned(),
+            dir: dir.to_owned(),
             whiteouts: Whiteouts::Overlay,
             diff_id,
         };
@@ -253,10 +259,24 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = ContentStore::open(tmp.path()).unwrap();
         let (blob, _) = layer_bytes();
-        download(&store, &blob, blob.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        download(&store, &blob, blob.clone(), dir.path()).unwrap();
         assert_eq!(
             store.size(&Digest::of(&blob)).unwrap(),
             Some(blob.len() as u64)
+        );
+        // The tree is the layer's: its one file, whole, with its mode.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f"]);
+        let f = dir.path().join("f");
+        assert!(std::fs::read(&f).unwrap() == file_data(), "f differs");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+            0o644
         );
     }
 
@@ -268,7 +288,8 @@ mod tests {
         let mut bad = blob.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
-        let err = download(&store, &blob, bad).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let err = download(&store, &blob, bad, dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
