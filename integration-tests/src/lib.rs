@@ -8,6 +8,7 @@
 //!   every build;
 //! - [`registry`]: Debian's `docker-registry` on a free 127.0.0.1 port,
 //!   fed with those images by `skopeo`;
+//! - [`api`]: the manager's gRPC API with a namespace header, for tests;
 //! - [`bins`]: where the workspace's built binaries are;
 //! - [`manager`]: a real `berth serve` daemon in a temporary root, and its CLI;
 //! - [`proxy`]: a TCP proxy that throttles, cuts or corrupts registry traffic;
@@ -16,6 +17,7 @@
 //! - [`shim`]: starts real `berth-shim` daemons in a private state
 //!   directory and cleans every one of them up on drop.
 
+pub mod api;
 pub mod bins;
 pub mod fixtures;
 pub mod manager;

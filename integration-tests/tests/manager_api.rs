@@ -11,52 +11,24 @@ use berth_integration_tests::manager::Daemon;
 use berth_proto::manager::v1 as pb;
 use berth_proto::shim::v1 as shim;
 use sha2::Digest as _;
-use tonic::transport::Channel;
-use tonic::{Code, Request};
+
+use tonic::Code;
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
-struct Api {
-    ch: Channel,
-    ns: String,
+/// The shared API client with this file's scenario helpers on top.
+struct Api(berth_integration_tests::api::Api);
+
+impl std::ops::Deref for Api {
+    type Target = berth_integration_tests::api::Api;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Api {
     async fn connect(d: &Daemon, ns: &str) -> Api {
-        let ch = berth_proto::transport::connect(&d.socket().display().to_string())
-            .await
-            .unwrap();
-        Api {
-            ch,
-            ns: ns.to_owned(),
-        }
-    }
-
-    fn req<T>(&self, t: T) -> Request<T> {
-        let mut r = Request::new(t);
-        r.metadata_mut()
-            .insert(berth_proto::NAMESPACE_HEADER, self.ns.parse().unwrap());
-        r
-    }
-
-    fn containers(&self) -> pb::containers_client::ContainersClient<Channel> {
-        pb::containers_client::ContainersClient::new(self.ch.clone())
-    }
-
-    fn tasks(&self) -> pb::tasks_client::TasksClient<Channel> {
-        pb::tasks_client::TasksClient::new(self.ch.clone())
-    }
-
-    fn leases(&self) -> pb::leases_client::LeasesClient<Channel> {
-        pb::leases_client::LeasesClient::new(self.ch.clone())
-    }
-
-    fn content(&self) -> pb::content_client::ContentClient<Channel> {
-        pb::content_client::ContentClient::new(self.ch.clone())
-    }
-
-    fn snapshots(&self) -> pb::snapshots_client::SnapshotsClient<Channel> {
-        pb::snapshots_client::SnapshotsClient::new(self.ch.clone())
+        Api(berth_integration_tests::api::Api::connect(&d.socket(), ns).await)
     }
 
     async fn create(&self, id: &str, options: pb::SpecOptions) -> pb::Container {
@@ -105,17 +77,6 @@ impl Api {
             .unwrap()
             .into_inner();
         shim::Status::try_from(t.status).unwrap()
-    }
-
-    async fn wait(&self, id: &str) -> shim::WaitResponse {
-        self.tasks()
-            .wait(self.req(shim::WaitRequest {
-                id: id.into(),
-                exec_id: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
     }
 
     /// SIGKILL (if still running), wait, and remove task and container.

@@ -11,38 +11,20 @@ use berth_integration_tests::{process_gone, wait_until};
 use berth_proto::events::v1::envelope::Event;
 use berth_proto::manager::v1 as pb;
 use berth_proto::shim::v1 as shim;
-use tonic::transport::Channel;
-use tonic::Request;
 
-struct Api {
-    ch: Channel,
-    ns: String,
+/// The shared API client with this file's scenario helpers on top.
+struct Api(berth_integration_tests::api::Api);
+
+impl std::ops::Deref for Api {
+    type Target = berth_integration_tests::api::Api;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Api {
     async fn connect(d: &Daemon, ns: &str) -> Api {
-        let ch = berth_proto::transport::connect(&d.socket().display().to_string())
-            .await
-            .unwrap();
-        Api {
-            ch,
-            ns: ns.to_owned(),
-        }
-    }
-
-    fn req<T>(&self, t: T) -> Request<T> {
-        let mut r = Request::new(t);
-        r.metadata_mut()
-            .insert(berth_proto::NAMESPACE_HEADER, self.ns.parse().unwrap());
-        r
-    }
-
-    fn containers(&self) -> pb::containers_client::ContainersClient<Channel> {
-        pb::containers_client::ContainersClient::new(self.ch.clone())
-    }
-
-    fn tasks(&self) -> pb::tasks_client::TasksClient<Channel> {
-        pb::tasks_client::TasksClient::new(self.ch.clone())
+        Api(berth_integration_tests::api::Api::connect(&d.socket(), ns).await)
     }
 
     async fn create(
@@ -89,17 +71,6 @@ impl Api {
             .await
             .unwrap();
         t.log_path
-    }
-
-    async fn wait(&self, id: &str) -> shim::WaitResponse {
-        self.tasks()
-            .wait(self.req(shim::WaitRequest {
-                id: id.into(),
-                exec_id: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
     }
 
     async fn remove(&self, id: &str) {
@@ -550,10 +521,10 @@ async fn a_crash_during_creates_leaves_nothing_half_made() {
                 let ch = berth_proto::transport::connect(&sock)
                     .await
                     .map_err(|e| format!("connect: {e}"))?;
-                let api = Api {
+                let api = Api(berth_integration_tests::api::Api {
                     ch,
                     ns: "default".into(),
-                };
+                });
                 let id = format!("c{i}");
                 api.create(&id, &image, sh("sleep 1000"), &[])
                     .await

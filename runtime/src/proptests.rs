@@ -14,83 +14,35 @@
 //! prints the minimised input): each crash a run finds is to become a plain
 //! `#[test]` next to the code it crashed.
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::time::Instant;
-
 use proptest::prelude::*;
-use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
 
 use crate::config;
+use berth_testkit::json::{field, mutate, obj, opt_field, pick, Mutation};
+use berth_testkit::run::{cases, check, Tally};
 
-fn cases(default: u32) -> u32 {
-    std::env::var("BERTH_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Runs `test` on `cases` values of `strategy`; a failure (an assertion or a
-/// panic, which proptest catches) is shrunk to a minimal input and reported.
-fn check<S>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) where
-    S: Strategy,
-    S::Value: Debug,
-{
-    let mut runner = TestRunner::new(PtConfig {
-        cases,
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
-    let start = Instant::now();
-    let r = runner.run(&strategy, test);
-    eprintln!("proptest {name}: {cases} cases in {:.2?}", start.elapsed());
-    if let Err(e) = r {
-        panic!("{name}: {e}");
-    }
-}
-
-/// How the cases of a property ended, printed with its timing to show how
-/// deep the generated inputs reach.
-#[derive(Default)]
-struct Tally(std::sync::Mutex<BTreeMap<String, usize>>);
-
-impl Tally {
-    fn add<T>(&self, r: &Result<T, config::ConfigError>) {
-        let k = match r {
-            Ok(_) => "ok".to_owned(),
-            // The check that refused it, without the values it quotes.
-            Err(config::ConfigError::Invalid(m)) => format!(
-                "Invalid({})",
-                m.split('"')
-                    .next()
-                    .unwrap_or("")
-                    .split(' ')
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .trim()
-            ),
-            Err(e) => format!("{e:?}")
-                .split(|c: char| !c.is_alphanumeric())
+/// How a load ended, for the tally: the check that refused it without the
+/// values it quotes, or the error's variant.
+fn outcome<T>(r: &Result<T, config::ConfigError>) -> String {
+    match r {
+        Ok(_) => "ok".to_owned(),
+        Err(config::ConfigError::Invalid(m)) => format!(
+            "Invalid({})",
+            m.split('"')
                 .next()
                 .unwrap_or("")
-                .to_owned(),
-        };
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(k).or_default() += 1;
-        }
-    }
-
-    fn print(&self, name: &str) {
-        if let Ok(m) = self.0.lock() {
-            eprintln!("proptest {name}: outcomes {m:?}");
-        }
+                .split(' ')
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+        ),
+        Err(e) => format!("{e:?}")
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("")
+            .to_owned(),
     }
 }
 
@@ -157,38 +109,6 @@ fn json_value() -> BoxedStrategy<Value> {
 fn string_map() -> BoxedStrategy<Value> {
     prop::collection::btree_map(any_string(), any_string(), 0..3)
         .prop_map(|m| json!(m))
-        .boxed()
-}
-
-/// A field that is there (the mutations remove some).
-fn field(good: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Option<Value>> {
-    good.prop_map(Some).boxed()
-}
-
-/// A field that is as often absent as present.
-fn opt_field(good: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Option<Value>> {
-    prop_oneof![good.prop_map(Some), Just(None)].boxed()
-}
-
-fn obj(fields: Vec<(&'static str, BoxedStrategy<Option<Value>>)>) -> BoxedStrategy<Value> {
-    let parts: Vec<BoxedStrategy<(&'static str, Option<Value>)>> = fields
-        .into_iter()
-        .map(|(k, s)| s.prop_map(move |v| (k, v)).boxed())
-        .collect();
-    parts
-        .prop_map(|kv| {
-            Value::Object(
-                kv.into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-                    .collect(),
-            )
-        })
-        .boxed()
-}
-
-fn pick(words: &[&'static str]) -> BoxedStrategy<Value> {
-    prop::sample::select(words.to_vec())
-        .prop_map(Value::from)
         .boxed()
 }
 
@@ -513,12 +433,6 @@ fn spec_value() -> BoxedStrategy<Value> {
 
 /// An edit of a well-formed config: the value at a path (chosen by the
 /// indexes, one per level) replaced by any value, or removed.
-#[derive(Debug, Clone)]
-struct Mutation {
-    path: Vec<prop::sample::Index>,
-    value: Option<Value>,
-}
-
 fn mutation() -> BoxedStrategy<Mutation> {
     (
         prop::collection::vec(any::<prop::sample::Index>(), 1..6),
@@ -530,47 +444,6 @@ fn mutation() -> BoxedStrategy<Mutation> {
     )
         .prop_map(|(path, value)| Mutation { path, value })
         .boxed()
-}
-
-fn mutate(v: &mut Value, path: &[prop::sample::Index], new: Option<Value>) {
-    let Some((i, rest)) = path.split_first() else {
-        return;
-    };
-    let child = match v {
-        Value::Object(o) if !o.is_empty() => {
-            let k = o.keys().nth(i.index(o.len())).cloned().unwrap_or_default();
-            if rest.is_empty() || !o.get(&k).is_some_and(|c| c.is_object() || c.is_array()) {
-                match new {
-                    Some(n) => o.insert(k, n),
-                    None => o.remove(&k),
-                };
-                return;
-            }
-            o.get_mut(&k)
-        }
-        Value::Array(a) if !a.is_empty() => {
-            let k = i.index(a.len());
-            if rest.is_empty() || !(a[k].is_object() || a[k].is_array()) {
-                match new {
-                    Some(n) => a[k] = n,
-                    None => {
-                        a.remove(k);
-                    }
-                }
-                return;
-            }
-            a.get_mut(k)
-        }
-        _ => {
-            if let Some(n) = new {
-                *v = n;
-            }
-            return;
-        }
-    };
-    if let Some(c) = child {
-        mutate(c, rest, new);
-    }
 }
 
 /// A well-formed config with a few edits.
@@ -605,7 +478,7 @@ fn load_bytes(bytes: &[u8], tally: &Tally) -> Result<(), TestCaseError> {
     std::fs::write(dir.path().join("file"), b"").map_err(fail)?;
     std::fs::write(dir.path().join("config.json"), bytes).map_err(fail)?;
     let r = config::load(dir.path());
-    tally.add(&r);
+    tally.count(&outcome(&r));
     let Ok(b) = r else {
         return Ok(());
     };

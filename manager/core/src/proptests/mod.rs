@@ -24,11 +24,10 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::Path;
-use std::time::Instant;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
 
 use crate::content::Digest;
@@ -37,79 +36,6 @@ use crate::image::{self, Desc, Platform};
 
 // ---------------------------------------------------------------------------
 // Running properties.
-
-fn env_cases(var: &str) -> Option<u32> {
-    std::env::var(var).ok()?.parse().ok()
-}
-
-/// Cases for a property that stays in memory.
-fn cases(default: u32) -> u32 {
-    env_cases("BERTH_PROPTEST_CASES").unwrap_or(default)
-}
-
-/// Cases for a property that writes to the disk.
-fn disk_cases(default: u32) -> u32 {
-    env_cases("BERTH_PROPTEST_DISK_CASES")
-        .or_else(|| env_cases("BERTH_PROPTEST_CASES").map(|n| (n / 10).max(1)))
-        .unwrap_or(default)
-}
-
-/// Runs `test` on `cases` values of `strategy`; a failure (an assertion or a
-/// panic, which proptest catches) is shrunk to a minimal input and reported.
-fn check<S>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) where
-    S: Strategy,
-    S::Value: Debug,
-{
-    let mut runner = TestRunner::new(PtConfig {
-        cases,
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
-    let start = Instant::now();
-    let r = runner.run(&strategy, test);
-    eprintln!("proptest {name}: {cases} cases in {:.2?}", start.elapsed());
-    if let Err(e) = r {
-        panic!("{name}: {e}");
-    }
-}
-
-/// How the cases of a property ended (the error variants they stopped at),
-/// printed with its timing to show how deep the generated inputs reach.
-#[derive(Default)]
-struct Tally(std::sync::Mutex<BTreeMap<String, usize>>);
-
-impl Tally {
-    fn add<T, E: Debug>(&self, r: &Result<T, E>) {
-        let k = match r {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => {
-                let d = format!("{e:?}");
-                d.split(|c: char| !c.is_alphanumeric())
-                    .next()
-                    .unwrap_or("")
-                    .to_owned()
-            }
-        };
-        self.count(&k);
-    }
-
-    fn count(&self, k: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(k.to_owned()).or_default() += 1;
-        }
-    }
-
-    fn print(&self, name: &str) {
-        if let Ok(m) = self.0.lock() {
-            eprintln!("proptest {name}: outcomes {m:?}");
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Generators shared by several properties.
@@ -256,24 +182,8 @@ fn json_value() -> BoxedStrategy<Value> {
         .boxed()
 }
 
-/// A field of a shaped document, there (the mutations below remove some).
-fn field(good: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Option<Value>> {
-    good.prop_map(Some).boxed()
-}
-
-/// A field that is as often absent as present.
-fn opt_field(good: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Option<Value>> {
-    prop_oneof![good.prop_map(Some), Just(None)].boxed()
-}
-
 /// An edit of a well-formed document: the value at a path (chosen by the
 /// indexes, one per level) replaced by any value, or removed.
-#[derive(Debug, Clone)]
-struct Mutation {
-    path: Vec<Index>,
-    value: Option<Value>,
-}
-
 fn mutation() -> BoxedStrategy<Mutation> {
     (
         prop::collection::vec(any::<Index>(), 1..6),
@@ -285,47 +195,6 @@ fn mutation() -> BoxedStrategy<Mutation> {
     )
         .prop_map(|(path, value)| Mutation { path, value })
         .boxed()
-}
-
-fn mutate(v: &mut Value, path: &[Index], new: Option<Value>) {
-    let Some((i, rest)) = path.split_first() else {
-        return;
-    };
-    let child = match v {
-        Value::Object(o) if !o.is_empty() => {
-            let k = o.keys().nth(i.index(o.len())).cloned().unwrap_or_default();
-            if rest.is_empty() || !o.get(&k).is_some_and(|c| c.is_object() || c.is_array()) {
-                match new {
-                    Some(n) => o.insert(k, n),
-                    None => o.remove(&k),
-                };
-                return;
-            }
-            o.get_mut(&k)
-        }
-        Value::Array(a) if !a.is_empty() => {
-            let k = i.index(a.len());
-            if rest.is_empty() || !(a[k].is_object() || a[k].is_array()) {
-                match new {
-                    Some(n) => a[k] = n,
-                    None => {
-                        a.remove(k);
-                    }
-                }
-                return;
-            }
-            a.get_mut(k)
-        }
-        _ => {
-            if let Some(n) = new {
-                *v = n;
-            }
-            return;
-        }
-    };
-    if let Some(c) = child {
-        mutate(c, rest, new);
-    }
 }
 
 /// Documents from `doc`, one in `1 + clean` left as is, the others with one
@@ -350,28 +219,6 @@ fn mutated(doc: BoxedStrategy<Value>, clean: u32) -> BoxedStrategy<Value> {
 fn strings(words: &[&'static str]) -> BoxedStrategy<Value> {
     prop::collection::vec(pick(words), 0..3)
         .prop_map(Value::Array)
-        .boxed()
-}
-
-fn obj(fields: Vec<(&'static str, BoxedStrategy<Option<Value>>)>) -> BoxedStrategy<Value> {
-    let parts: Vec<BoxedStrategy<(&'static str, Option<Value>)>> = fields
-        .into_iter()
-        .map(|(k, s)| s.prop_map(move |v| (k, v)).boxed())
-        .collect();
-    parts
-        .prop_map(|kv| {
-            Value::Object(
-                kv.into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-                    .collect(),
-            )
-        })
-        .boxed()
-}
-
-fn pick(words: &[&'static str]) -> BoxedStrategy<Value> {
-    prop::sample::select(words.to_vec())
-        .prop_map(Value::from)
         .boxed()
 }
 
@@ -568,5 +415,7 @@ mod references;
 
 // The sections share generators (archives build layers, documents use the
 // reference grammar).
+use berth_testkit::json::{field, mutate, obj, opt_field, pick, Mutation};
+use berth_testkit::run::{cases, check, disk_cases, Tally};
 use layers::*;
 use references::*;
