@@ -218,37 +218,77 @@ fn cve_2025_52565_dev_console_symlink_is_refused() {
     );
 }
 
-/// CVE-2025-52881 class: writes meant for procfs cannot be redirected: no
-/// mount may be placed inside /proc, and sysctl names cannot walk out of
-/// /proc/sys.
+/// CVE-2025-52881 class (1/3): no mount may be placed inside /proc, where
+/// it would redirect the runtime's writes to procfs: a host file bound over
+/// the sysctl the config sets is refused, and the file keeps its content.
+/// The same bundle without that mount runs (the sysctl alone is fine).
 #[test]
-fn cve_2025_52881_procfs_writes_cannot_be_redirected() {
+fn cve_2025_52881_a_mount_inside_proc_is_refused() {
     let rt = Runtime::new();
     let (d, b) = bundle(&["true"]);
     let decoy = d.path().join("decoy");
     std::fs::write(&decoy, "0").unwrap();
+    b.edit_config(|c| c["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": "1" }))
+        .unwrap();
+    rt.run([
+        "run",
+        "--bundle",
+        b.dir.to_str().unwrap(),
+        &rt.container("procsysctl").id,
+    ])
+    .ok();
     b.edit_config(|c| {
         c["mounts"].as_array_mut().unwrap().push(json!({
             "destination": "/proc/sys/net/ipv4/ip_forward", "type": "bind", "source": decoy,
             "options": ["bind"]
         }));
-        c["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": "1" });
     })
     .unwrap();
     let c = rt.container("procmnt");
-    rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &c.id])
-        .fails("inside /proc");
+    let run = rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &c.id]);
     assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "0");
-
-    let (_d2, b2) = bundle(&["true"]);
-    b2.edit_config(|c| c["linux"]["sysctl"] = json!({ "kernel..core_pattern": "|/evil" }))
-        .unwrap();
-    let c2 = rt.container("sysctl");
-    rt.run(["run", "--bundle", b2.dir.to_str().unwrap(), &c2.id])
-        .fails("not a valid name");
+    run.fails("inside /proc");
+    assert!(
+        rt.run(["state", &c.id]).stdout.is_empty(),
+        "a refused container was created"
+    );
 }
 
-/// A mount destination that is harmless as a string but resolves into
+/// CVE-2025-52881 class (2/3): sysctl names cannot walk anywhere under
+/// /proc/sys but where they say: a name is dot-separated words and nothing
+/// else, so an empty word (a doubled or leading dot) or a slash (a path, and
+/// with it `..`) is refused before anything is created, with the name in the
+/// error. The names are ones the container's own namespaces hold, so that a
+/// build without the check changes only the container, never the host.
+#[test]
+fn cve_2025_52881_malformed_sysctl_names_are_refused() {
+    let rt = Runtime::new();
+    for (n, name) in [
+        "net.ipv4..ip_forward",
+        "kernel..domainname",
+        ".net.ipv4.ip_forward",
+        "net/ipv4/ip_forward",
+        "net/../kernel/domainname",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_d, b) = bundle(&["true"]);
+        b.edit_config(|c| c["linux"]["sysctl"] = json!({ name: "1" }))
+            .unwrap();
+        let c = rt.container(&format!("sysctl{n}"));
+        let run = rt
+            .run(["run", "--bundle", b.dir.to_str().unwrap(), &c.id])
+            .fails("not a valid name");
+        assert!(run.stderr.contains(name), "{name}: {run:?}");
+        assert!(
+            rt.run(["state", &c.id]).stdout.is_empty(),
+            "{name}: a refused container was created"
+        );
+    }
+}
+
+/// CVE-2025-52881 class (3/3): a mount destination that is harmless as a string but resolves into
 /// procfs through a symlink in the image (`/p -> /proc`): a bind of a host
 /// file onto `/p/self/oom_score_adj` plus `oomScoreAdj` made the runtime's
 /// own write land in that host file (with a sysctl file as the source, a

@@ -352,7 +352,11 @@ fn seccomp_notify_reaches_a_real_agent() {
 #[test]
 fn console_socket_receives_the_pty_master() {
     let rt = Runtime::new();
-    let (d, b) = bundle(&["sh", "-c", "tty; stty size; ls -l /dev/console | cut -c1"]);
+    let (d, b) = bundle(&[
+        "sh",
+        "-c",
+        "tty; stty size; stat -c '%F %t:%T' /dev/console /dev/pts/0",
+    ]);
     set_process(&b, "terminal", json!(true));
     set_process(&b, "consoleSize", json!({ "height": 30, "width": 100 }));
     let sock_path = d.path().join("console.sock");
@@ -404,9 +408,19 @@ fn console_socket_receives_the_pty_master() {
         out.extend_from_slice(&chunk[..n]);
     }
     let out = String::from_utf8_lossy(&out);
-    assert!(out.contains("/dev/pts/0"), "{out}");
-    assert!(out.contains("30 100"), "{out}");
-    assert!(out.contains('c'), "/dev/console is the pty: {out}");
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    // /dev/console is the pty itself: the same character device (major 136,
+    // 0x88, the Unix98 ptys) as the process's terminal.
+    assert_eq!(
+        lines,
+        [
+            "/dev/pts/0",
+            "30 100",
+            "character special file 88:0",
+            "character special file 88:0"
+        ],
+        "{out}"
+    );
 }
 
 #[test]
@@ -579,17 +593,17 @@ fn joins_a_network_namespace_by_path() {
 }
 
 #[test]
-fn no_pivot_and_preserve_fds() {
+fn preserve_fds_passes_exactly_the_extra_fd() {
     let rt = Runtime::new();
     let (_d, b) = bundle(&["sh", "-c", "cat /proc/self/fd/3; ls /proc/self/fd | wc -l"]);
-    let c = rt.container("nopivot");
+    let c = rt.container("preserve");
     let tmp = tempfile::tempdir().unwrap();
     let extra = tmp.path().join("extra");
     std::fs::write(&extra, "preserved\n").unwrap();
     let f = std::fs::File::open(&extra).unwrap();
     let out_path = tmp.path().join("out");
     let mut cmd = rt.cmd();
-    cmd.args(["run", "--no-pivot", "--preserve-fds", "1", "--bundle"])
+    cmd.args(["run", "--preserve-fds", "1", "--bundle"])
         .arg(&b.dir)
         .arg(&c.id)
         .stdout(std::fs::File::create(&out_path).unwrap());
@@ -602,6 +616,157 @@ fn no_pivot_and_preserve_fds() {
     assert_eq!(lines[0], "preserved");
     // 0, 1, 2, 3 and the fd ls itself opens on the directory.
     assert_eq!(lines[1].trim(), "5", "{out}");
+}
+
+/// What a container sees of the filesystem, as its own process reports it,
+/// and whether the host's root lies beneath its root in its mount
+/// namespace.
+struct RootView {
+    /// "key: value" lines from inside (see the script in [`root_view`]).
+    report: std::collections::HashMap<String, String>,
+    /// The names in the bundle's rootfs, as the host lists them.
+    rootfs_names: String,
+    /// The bundle's rootfs on the host.
+    rootfs: std::path::PathBuf,
+    /// The host marker is there once the container's root is detached.
+    host_root_beneath: bool,
+}
+
+/// Runs a container (with `--no-pivot` or not) that reports what it sees of
+/// `/`, then looks from the host at what lies beneath its root.
+fn root_view(no_pivot: bool) -> RootView {
+    let rt = Runtime::new();
+    let (d, b) = bundle(&["sleep", "100"]);
+    // Outside the rootfs, on the host: must be out of the container's reach.
+    let host_marker = d.path().join("host-marker");
+    std::fs::write(&host_marker, "host").unwrap();
+    // In the rootfs: what / must show instead.
+    std::fs::write(b.rootfs().join("rootfs-marker"), "rootfs").unwrap();
+    let script = format!(
+        r#"{{
+          echo "root: $(ls -A / | sort | tr '\n' ' ')"
+          echo "parent: $(ls -A /.. | sort | tr '\n' ' ')"
+          if test -e '{marker}'; then echo "host marker: reachable"; else echo "host marker: unreachable"; fi
+          echo "mount points: $(cut -d' ' -f5 /proc/self/mountinfo | sort -u | tr '\n' ' ')"
+          echo "root mount: $(awk '$5 == "/" {{ print $4 }}' /proc/self/mountinfo | tr '\n' ' ')"
+          if umount -l / 2>/dev/null; then echo "detach: done"; else echo "detach: refused"; fi
+        }} > /tmp/report.tmp && mv /tmp/report.tmp /tmp/report && exec sleep 100"#,
+        marker = host_marker.display()
+    );
+    b.edit_config(|c| {
+        c["process"]["args"] = json!(["sh", "-c", script]);
+        c["root"]["readonly"] = json!(false);
+    })
+    .unwrap();
+    let c = rt.container(if no_pivot { "nopivot" } else { "pivot" });
+    let mut args = vec!["run", "-d"];
+    if no_pivot {
+        args.push("--no-pivot");
+    }
+    args.extend(["--bundle", b.dir.to_str().unwrap(), c.id.as_str()]);
+    rt.run(&args).ok();
+    let report_path = b.rootfs().join("tmp/report");
+    berth_integration_tests::wait_until("the container's report", Duration::from_secs(10), || {
+        report_path.exists()
+    });
+    let report = std::fs::read_to_string(&report_path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap_or((l, ""));
+            (k.to_owned(), v.trim_end().to_owned())
+        })
+        .collect();
+    let mut names: Vec<String> = std::fs::read_dir(b.rootfs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let pid = rt.state(&c.id)["pid"].as_i64().unwrap();
+    RootView {
+        report,
+        rootfs_names: names.join(" "),
+        rootfs: b.rootfs(),
+        host_root_beneath: beneath_the_root(pid, &host_marker),
+    }
+}
+
+/// From the host, in a thread of our own that enters the mount namespace of
+/// process `pid`: detaches that namespace's root (the container's), enters
+/// again (which lands on whatever mount was beneath it) and says whether
+/// `path`, a host path, is there.
+fn beneath_the_root(pid: i64, path: &Path) -> bool {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let check = |r: libc::c_int, what: &str| {
+            assert_eq!(r, 0, "{what}: {}", std::io::Error::last_os_error());
+        };
+        // SAFETY (test): these change only this thread's root, cwd and
+        // mount namespace (its filesystem context is unshared first, as
+        // setns requires), and the thread ends here; the umount is of the
+        // container's private root mount, inside its own namespace.
+        unsafe {
+            check(libc::unshare(libc::CLONE_FS), "unshare(CLONE_FS)");
+            check(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS), "setns");
+            check(libc::umount2(c"/".as_ptr(), libc::MNT_DETACH), "umount /");
+            check(
+                libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS),
+                "setns again",
+            );
+        }
+        path.exists()
+    })
+    .join()
+    .unwrap()
+}
+
+/// `--no-pivot` enters the rootfs by moving it over / and chrooting, not by
+/// pivot_root: the host's root stays in the container's mount namespace,
+/// beneath the rootfs (found there once the rootfs is detached), where
+/// pivot_root leaves nothing of it. Either way the container sees its
+/// rootfs as / and nothing of the host: / and /.. list the rootfs, a host
+/// file is unreachable, only the spec's mounts are listed, / is the bundle's
+/// rootfs, and the container cannot detach its root to get beneath it.
+#[test]
+fn no_pivot_moves_the_rootfs_over_the_host_root_and_keeps_the_container_inside() {
+    for no_pivot in [false, true] {
+        let v = root_view(no_pivot);
+        let r = &v.report;
+        let mode = if no_pivot { "--no-pivot" } else { "pivot_root" };
+        assert!(
+            v.rootfs_names.split(' ').any(|n| n == "rootfs-marker"),
+            "{}",
+            v.rootfs_names
+        );
+        assert_eq!(r["root"], v.rootfs_names, "{mode}: / is the rootfs");
+        assert_eq!(r["parent"], v.rootfs_names, "{mode}: /.. is / itself");
+        assert_eq!(r["host marker"], "unreachable", "{mode}");
+        for m in r["mount points"].split(' ') {
+            assert!(
+                m == "/"
+                    || ["/proc", "/dev", "/sys"]
+                        .iter()
+                        .any(|k| Path::new(m).starts_with(k)),
+                "{mode}: a mount that is not the spec's is visible: {m} in {r:?}"
+            );
+        }
+        let root_mount = &r["root mount"];
+        // The root of that mount in its filesystem: the rootfs path, less
+        // the path of the host mount it is on.
+        assert!(
+            root_mount.ends_with("/bundle/rootfs")
+                && !root_mount.contains(' ')
+                && v.rootfs.to_str().unwrap().ends_with(root_mount.as_str()),
+            "{mode}: / is one mount, of {}: {r:?}",
+            v.rootfs.display()
+        );
+        assert_eq!(r["detach"], "refused", "{mode}");
+        assert_eq!(
+            v.host_root_beneath, no_pivot,
+            "{mode}: the host's root beneath the container's"
+        );
+    }
 }
 
 #[test]
@@ -821,18 +986,166 @@ fn spec_matches_runc_and_features_are_reported() {
     rt.run(["checkpoint", "x"]).fails("not supported");
 }
 
+/// The first words of each indented line of `section` (e.g. "Commands:")
+/// in clap's help text: the command names, or the flags of "Options:" (a
+/// short flag, then its long form, as one string: "-d, --detach").
+fn help_section(help: &str, section: &str) -> Vec<String> {
+    let mut lines = help.lines().skip_while(|l| *l != section);
+    assert_eq!(lines.next(), Some(section), "no {section} in {help}");
+    // Long help separates the entries with empty lines; the next section's
+    // title ends this one.
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let l = l.trim_start();
+            // Continuation lines of a description (long help) do not start
+            // with a flag.
+            if section == "Options:" && !l.starts_with('-') {
+                return None;
+            }
+            // "-d, --detach  Detach ..." / "--log <PATH>  Set ..." / "run  Create ..."
+            let name = l.split("  ").next().unwrap();
+            Some(match name.split_once(" <") {
+                Some((flag, _)) => flag.to_owned(),
+                None => name.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The command line as implemented (runc's names), exactly: the version
+/// lines, the commands `--help` lists, the global flags, and each
+/// command's usage line and flags. Descriptions may be worded freely.
 #[test]
 fn version_and_help() {
     let rt = Runtime::new();
     let v = rt.run(["--version"]).ok().stdout;
-    assert!(v.starts_with("berth-runtime "), "{v}");
-    assert!(v.contains("spec: 1."), "{v}");
+    assert_eq!(
+        v.lines().collect::<Vec<_>>(),
+        [
+            format!("berth-runtime {}", env!("CARGO_PKG_VERSION")).as_str(),
+            "spec: 1.2.0"
+        ],
+        "{v}"
+    );
     let h = rt.run(["--help"]).ok().stdout;
-    for cmd in [
-        "create", "start", "run", "state", "kill", "delete", "list", "ps", "exec", "pause",
-        "resume", "events", "update", "spec", "features",
-    ] {
-        assert!(h.contains(cmd), "{cmd} missing from --help");
+    assert_eq!(
+        help_section(&h, "Commands:"),
+        [
+            "create",
+            "start",
+            "run",
+            "state",
+            "kill",
+            "delete",
+            "list",
+            "ps",
+            "exec",
+            "pause",
+            "resume",
+            "events",
+            "update",
+            "spec",
+            "features",
+            "checkpoint",
+            "restore",
+            "help"
+        ],
+        "{h}"
+    );
+    assert_eq!(
+        help_section(&h, "Options:"),
+        [
+            "--debug",
+            "--log",
+            "--log-format",
+            "--root",
+            "--systemd-cgroup",
+            "--rootless",
+            "-h, --help",
+            "-V, --version"
+        ],
+        "{h}"
+    );
+    let create_flags = [
+        "-b, --bundle",
+        "--console-socket",
+        "--pid-file",
+        "--no-pivot",
+        "--no-new-keyring",
+        "--preserve-fds",
+    ];
+    let run_flags = [
+        &create_flags[..],
+        &["-d, --detach", "--keep", "--no-subreaper"],
+    ]
+    .concat();
+    let commands: [(&str, &str, &[&str]); 17] = [
+        ("create", "[OPTIONS] <ID>", &create_flags),
+        ("start", "<ID>", &[]),
+        ("run", "[OPTIONS] <ID>", &run_flags),
+        ("state", "<ID>", &[]),
+        ("kill", "[OPTIONS] <ID> [SIGNAL]", &["-a, --all"]),
+        ("delete", "[OPTIONS] <ID>", &["-f, --force"]),
+        ("list", "[OPTIONS]", &["-f, --format", "-q, --quiet"]),
+        ("ps", "[OPTIONS] <ID> [PS_ARGS]...", &["-f, --format"]),
+        (
+            "exec",
+            "[OPTIONS] <ID> [COMMAND]...",
+            &[
+                "--console-socket",
+                "--cwd",
+                "-e, --env",
+                "-t, --tty",
+                "-u, --user",
+                "-g, --additional-gids",
+                "-p, --process",
+                "-d, --detach",
+                "--pid-file",
+                "--no-new-privs",
+                "-c, --cap",
+                "--preserve-fds",
+                "--ignore-paused",
+            ],
+        ),
+        ("pause", "<ID>", &[]),
+        ("resume", "<ID>", &[]),
+        ("events", "[OPTIONS] <ID>", &["--interval", "--stats"]),
+        (
+            "update",
+            "[OPTIONS] <ID>",
+            &[
+                "-r, --resources",
+                "--blkio-weight",
+                "--cpu-period",
+                "--cpu-quota",
+                "--cpu-rt-period",
+                "--cpu-rt-runtime",
+                "--cpu-share",
+                "--cpuset-cpus",
+                "--cpuset-mems",
+                "--memory",
+                "--memory-reservation",
+                "--memory-swap",
+                "--pids-limit",
+            ],
+        ),
+        ("spec", "[OPTIONS]", &["-b, --bundle", "--rootless"]),
+        ("features", "", &[]),
+        ("checkpoint", "[ARGS]...", &[]),
+        ("restore", "[ARGS]...", &[]),
+    ];
+    for (cmd, args, flags) in commands {
+        let help = rt.run([cmd, "--help"]).ok().stdout;
+        let usage = format!("berth-runtime {cmd} {args}");
+        assert_eq!(
+            help.lines().find_map(|l| l.strip_prefix("Usage: ")),
+            Some(usage.trim_end()),
+            "{help}"
+        );
+        let want: Vec<&str> = flags.iter().copied().chain(["-h, --help"]).collect();
+        assert_eq!(help_section(&help, "Options:"), want, "{cmd}: {help}");
     }
 }
 

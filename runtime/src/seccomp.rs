@@ -470,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_filter_is_the_compiled_one_and_a_bad_entry_is_recompiled() {
+    fn a_cache_hit_returns_the_stored_program_and_a_bad_entry_is_recompiled() {
         let profile: LinuxSeccomp = serde_json::from_value(serde_json::json!({
             "defaultAction": "SCMP_ACT_ERRNO",
             "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
@@ -487,10 +487,31 @@ mod tests {
         let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
         assert_eq!(entries.len(), 1);
         let file = entries[0].as_ref().unwrap().path();
+        assert_eq!(std::fs::read(&file).unwrap(), fresh.to_bytes());
         let cached = compile_cached(&profile, &cache).unwrap();
         assert_eq!(program_of(&first), program_of(&fresh));
         assert_eq!(program_of(&cached), program_of(&fresh));
         assert_eq!(cached.flags, fresh.flags);
+        assert_eq!(cached.uses_notify, fresh.uses_notify);
+        // A hit is served from the entry, not compiled: a different but
+        // valid program planted under the profile's key is what comes back.
+        let planted: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+        }))
+        .unwrap();
+        let planted = compile(&planted).unwrap();
+        assert_ne!(program_of(&planted), program_of(&fresh));
+        std::fs::write(&file, planted.to_bytes()).unwrap();
+        let hit = compile_cached(&profile, &cache).unwrap();
+        assert_eq!(
+            program_of(&hit),
+            program_of(&planted),
+            "the entry was not read"
+        );
+        assert_eq!(hit.flags, planted.flags);
+        assert_eq!(hit.uses_notify, planted.uses_notify);
+        assert_eq!(std::fs::read(&file).unwrap(), planted.to_bytes());
         // A torn or foreign entry is not trusted: it is compiled again.
         std::fs::write(&file, b"BSC1\0\0").unwrap();
         let again = compile_cached(&profile, &cache).unwrap();
