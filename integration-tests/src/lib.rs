@@ -113,3 +113,30 @@ impl Collector {
         self.text()
     }
 }
+
+/// The text of a CRI log file (timestamp, stream and tag stripped), as the
+/// container wrote it.
+pub fn log_text(path: impl AsRef<std::path::Path>) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .map(|l| format!("{}\n", l.trim_end_matches('\r')))
+        .collect()
+}
+
+/// Polls `f` on an async test until it returns Some, failing after 10 s
+/// with `what`.
+pub async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_integration_tests::fixtures::image::{self, StandardImages};
 use berth_integration_tests::manager::Daemon;
+use berth_integration_tests::{log_text, wait_for};
 use berth_proto::manager::v1 as pb;
 use berth_proto::shim::v1 as shim;
 use sha2::Digest as _;
@@ -109,28 +110,6 @@ fn sh(script: &str) -> pb::SpecOptions {
     pb::SpecOptions {
         args: vec!["sh".into(), "-c".into(), script.into()],
         ..Default::default()
-    }
-}
-
-/// The text of a CRI log (timestamp, stream and tag stripped).
-fn log_text(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3))
-        .map(|l| format!("{}\n", l.trim_end_matches('\r')))
-        .collect()
-}
-
-/// Polls `f` until it returns Some, failing after 10 s with `what`.
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

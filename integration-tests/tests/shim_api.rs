@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_integration_tests::fixtures::bundle::Bundle;
 use berth_integration_tests::shim::Shims;
+use berth_integration_tests::{log_text, wait_for};
 use berth_proto::shim::v1::shim_client::ShimClient;
 use berth_proto::shim::v1::*;
 use serde_json::json;
@@ -44,28 +45,6 @@ fn state_req(id: &str) -> StateRequest {
     StateRequest {
         id: id.into(),
         exec_id: String::new(),
-    }
-}
-
-/// The text of a CRI log (timestamp, stream and tag stripped).
-fn log_text(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3))
-        .map(|l| format!("{}\n", l.trim_end_matches('\r')))
-        .collect()
-}
-
-/// Polls `f` until it returns Some, failing after 10 s with `what`.
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
