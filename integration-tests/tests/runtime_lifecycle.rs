@@ -147,10 +147,15 @@ fn kill_by_name_number_and_all() {
     // The sleep runs once the trap is set.
     wait_pids(&rt, &c.id, 2);
     rt.run(["kill", &c.id, "NOSUCH"]).fails("unknown signal");
+    // Signal 0 is a liveness check (runc's too): it succeeds on a running
+    // container, for its init and for all, and changes nothing.
+    rt.run(["kill", &c.id, "0"]).ok();
+    rt.run(["kill", "--all", &c.id, "0"]).ok();
     assert_eq!(rt.state(&c.id)["status"], "running");
     // SIGTERM by default, handled by the trap.
     rt.run(["kill", &c.id]).ok();
     wait_status(&rt, &c.id, "stopped");
+    rt.run(["kill", &c.id, "0"]).fails("container not running");
     rt.run(["delete", &c.id]).ok();
 
     // Without a pid namespace of its own, killing the init leaves its

@@ -1021,6 +1021,8 @@ fn help_section(help: &str, section: &str) -> Vec<String> {
 fn version_and_help() {
     let rt = Runtime::new();
     let v = rt.run(["--version"]).ok().stdout;
+    // runc's short flag is -v.
+    assert_eq!(rt.run(["-v"]).ok().stdout, v);
     assert_eq!(
         v.lines().collect::<Vec<_>>(),
         [
@@ -1063,8 +1065,8 @@ fn version_and_help() {
             "--root",
             "--systemd-cgroup",
             "--rootless",
-            "-h, --help",
-            "-V, --version"
+            "-v, --version",
+            "-h, --help"
         ],
         "{h}"
     );

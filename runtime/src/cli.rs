@@ -15,6 +15,8 @@ const DEFAULT_ROOT: &str = "/run/berth-runtime";
 #[command(
     name = "berth-runtime",
     version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    // runc's -v, --version (clap's own is -V).
+    disable_version_flag = true,
     about = "Open Container Initiative runtime (runc-compatible)",
     long_about = "berth-runtime is a command line client for running applications packaged \
                   according to the Open Container Initiative (OCI) format, with runc's \
@@ -39,6 +41,9 @@ struct Cli {
     /// Ignore cgroup permission errors ('true', 'false', or 'auto').
     #[arg(long, value_name = "VALUE", default_value = "auto")]
     rootless: String,
+    /// Print the version.
+    #[arg(short = 'v', long, action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }

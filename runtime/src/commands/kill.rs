@@ -24,11 +24,23 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 }
 
 pub fn kill(g: &Global, id: &str, signal: Option<&str>, all: bool) -> Result<()> {
-    let sig = parse_signal(signal.unwrap_or("SIGTERM"))?;
+    // Signal 0, as kill(2) takes it: no signal, only the check that the
+    // container's processes are there to receive one (runc accepts it).
+    let sig = match signal {
+        Some("0") => None,
+        s => Some(parse_signal(s.unwrap_or("SIGTERM"))?),
+    };
     let c = g.root.load(id)?;
     if c.status() == Status::Stopped {
         bail!("container not running");
     }
+    let Some(sig) = sig else {
+        return if all {
+            send_all(&c, 0)
+        } else {
+            send_init(&c, 0)
+        };
+    };
     if all {
         signal_all(&c, sig)?;
     } else {
@@ -46,6 +58,10 @@ pub fn kill(g: &Global, id: &str, signal: Option<&str>, all: bool) -> Result<()>
 /// Signals the init process through a pidfd, after checking the pidfd
 /// refers to the process we started (not a recycled pid).
 pub fn signal_init(c: &Container, sig: Signal) -> Result<()> {
+    send_init(c, sig as i32)
+}
+
+fn send_init(c: &Container, sig: i32) -> Result<()> {
     // SAFETY: pidfd_open returns a new fd or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, c.init_pid, 0) };
     if raw < 0 {
@@ -61,7 +77,7 @@ pub fn signal_init(c: &Container, sig: Signal) -> Result<()> {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            sig as i32,
+            sig,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
@@ -74,8 +90,16 @@ pub fn signal_init(c: &Container, sig: Signal) -> Result<()> {
 
 /// Signals every process in the container's cgroup.
 pub fn signal_all(c: &Container, sig: Signal) -> Result<()> {
+    send_all(c, sig as i32)
+}
+
+fn send_all(c: &Container, sig: i32) -> Result<()> {
     for pid in crate::cgroups::pids(&c.cgroup)? {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        // SAFETY: kill(2) with a pid from the container's cgroup; a pid
+        // that is gone meanwhile only makes it fail, which is ignored.
+        unsafe {
+            libc::kill(pid, sig);
+        }
     }
     Ok(())
 }
