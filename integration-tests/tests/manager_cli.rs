@@ -807,13 +807,22 @@ fn restart_on_failure_is_kept_by_the_daemon_across_its_crash() {
         "busybox",
         "sh",
         "-c",
-        "echo run >> /runs/log; sleep 1; exit 1",
+        // Run N fails only once the test lets it (/runs/goN): the daemon's
+        // crash below must fall inside the second run, however slowly the
+        // machine goes (a run that ended on its own before the crash let
+        // the daemon restart it, or die half-way through the restart).
+        "echo run >> /runs/log; n=$(grep -c . /runs/log); \
+         while [ ! -e /runs/go$n ]; do sleep 0.05; done; exit 1",
     ]);
+    let go = |n: usize| std::fs::write(runs.join(format!("go{n}")), "").unwrap();
     // No CLI runs from here on: the daemon restarts it.
+    wait_lines(1);
+    go(1);
     wait_lines(2);
-    // The daemon dies during the second run, which fails while it is down:
-    // its shim records the exit of the init it started.
+    // The daemon dies during the second run, which then fails while it is
+    // down: its shim records the exit of the init it started.
     d.kill9();
+    go(2);
     let bundle = d.dir().join("state/tasks/default/r");
     let pid: u64 = std::fs::read_to_string(bundle.join("init.pid"))
         .unwrap()
@@ -838,8 +847,9 @@ fn restart_on_failure_is_kept_by_the_daemon_across_its_crash() {
     d.respawn();
     // The restarted daemon learns the failure and restarts it once more...
     wait_lines(3);
+    go(3);
     // ...and never again: on-failure:2 allows two restarts. The third run
-    // fails a second after it started...
+    // fails once let go...
     wait_until("the third run to exit", PATIENCE, || {
         d.json(&["ps", "-a", "--format", "json"])[0]["status"] == "exited"
     });
