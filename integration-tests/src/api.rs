@@ -8,6 +8,14 @@ use berth_proto::shim::v1 as shim;
 use tonic::transport::Channel;
 use tonic::Request;
 
+/// Options that run `sh -c script` in the image.
+pub fn sh(script: &str) -> pb::SpecOptions {
+    pb::SpecOptions {
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
 pub struct Api {
     pub ch: Channel,
     pub ns: String,

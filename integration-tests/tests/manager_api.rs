@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_integration_tests::api::sh;
 use berth_integration_tests::fixtures::image::{self, StandardImages};
 use berth_integration_tests::manager::Daemon;
 use berth_integration_tests::{log_text, wait_for};
@@ -103,13 +104,6 @@ impl Api {
             .delete(self.req(pb::DeleteContainerRequest { id: id.into() }))
             .await
             .unwrap();
-    }
-}
-
-fn sh(script: &str) -> pb::SpecOptions {
-    pb::SpecOptions {
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use berth_integration_tests::api::sh;
 use berth_integration_tests::fixtures::image;
 use berth_integration_tests::manager::Daemon;
 use berth_integration_tests::registry::Registry;
@@ -117,13 +118,6 @@ fn wait_for_line(path: &str, line: &str) {
         Duration::from_secs(10),
         || log_text(path).lines().any(|l| l == line),
     );
-}
-
-fn sh(script: &str) -> pb::SpecOptions {
-    pb::SpecOptions {
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
 }
 
 struct Setup {

@@ -101,9 +101,7 @@ pub async fn collect(m: &Arc<Manager>) -> Result<GcStats, GcError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, GcError> + Send + 'static,
 ) -> Result<T, GcError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| GcError::Worker(e.to_string()))?
+    crate::blocking(f, GcError::Worker).await
 }
 
 /// What the images, containers and unexpired leases hold, and the leases

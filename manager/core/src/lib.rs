@@ -148,6 +148,24 @@ fn private_modes(config: &config::Config) -> Result<(), OpenError> {
     set(config.root.join("meta.redb"), 0o600)
 }
 
+/// Runs blocking store or file work on tokio's blocking pool, never on an
+/// async worker (which would hold up every other call while it runs);
+/// `join` turns a worker that panicked or was cancelled into the caller's
+/// error.
+pub async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    join: impl FnOnce(String) -> E,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(join(e.to_string())),
+    }
+}
+
 /// Hands memory that a large operation (a pull, a load) freed back to the
 /// kernel. glibc keeps freed chunks in its per-thread arenas, so a daemon
 /// that once unpacked an image would otherwise stay megabytes larger for

@@ -123,9 +123,7 @@ impl pb::version_server::Version for Version {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+    berth_core::blocking(f, Status::internal).await
 }
 
 #[cfg(test)]

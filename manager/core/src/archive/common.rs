@@ -11,9 +11,7 @@ pub(super) const LEASE_SECONDS: i64 = 3600;
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
 ) -> Result<T, ArchiveError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ArchiveError::Internal(e.to_string()))?
+    crate::blocking(f, ArchiveError::Internal).await
 }
 
 /// Lease ids unique within the process even for two operations started in

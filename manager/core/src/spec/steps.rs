@@ -107,7 +107,16 @@ fn process(i: &Inputs<'_>, caps: &[String]) -> Result<Process, SpecError> {
         "/".into()
     };
     let set = cap_set(caps)?;
-    let mut p = ProcessBuilder::default()
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .build()?;
+    // The builder starts from oci-spec's defaults, which fill the
+    // inheritable and ambient sets this spec leaves out.
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
+    Ok(ProcessBuilder::default()
         .terminal(o.terminal)
         .user(
             UserBuilder::default()
@@ -119,28 +128,14 @@ fn process(i: &Inputs<'_>, caps: &[String]) -> Result<Process, SpecError> {
         .args(args(i.image, o)?)
         .env(merge_env(&i.image.env, &o.env)?)
         .cwd(cwd)
-        .capabilities(
-            LinuxCapabilitiesBuilder::default()
-                .bounding(set.clone())
-                .effective(set.clone())
-                .permitted(set)
-                .build()?,
-        )
+        .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
             .hard(1024u64)
             .soft(1024u64)
             .build()?])
         .no_new_privileges(false)
-        .build()?;
-    // The builder's defaults include capability sets this spec leaves out.
-    if let Some(c) = p.capabilities().clone() {
-        let mut c = c;
-        c.set_inheritable(None);
-        c.set_ambient(None);
-        p.set_capabilities(Some(c));
-    }
-    Ok(p)
+        .build()?)
 }
 
 /// Private namespaces but the network's, which follows the network mode;
