@@ -10,6 +10,8 @@
 //!   fed with those images by `skopeo`;
 //! - [`api`]: the manager's gRPC API with a namespace header, for tests;
 //! - [`bins`]: where the workspace's built binaries are;
+//! - [`cri`]: the Kubernetes CRI as a kubelet speaks it, and a daemon with a
+//!   pod network of its own;
 //! - [`manager`]: a real `berth serve` daemon in a temporary root, and its CLI;
 //! - [`proxy`]: a TCP proxy that throttles, cuts or corrupts registry traffic;
 //! - [`runtime`]: drives `berth-runtime` (or any runc-compatible binary)
@@ -19,6 +21,7 @@
 
 pub mod api;
 pub mod bins;
+pub mod cri;
 pub mod fixtures;
 pub mod manager;
 pub mod proxy;

@@ -158,10 +158,37 @@ fn serve(config: Config) -> Result<()> {
         let listener = bind(&socket)?;
         tracing::info!(socket = %socket.display(), root = %m.config.root.display(), "serving");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = berth_services::serve(m.clone(), incoming, async {
-            let _ = stop_rx.await;
-        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let cri = if m.config.cri.enabled {
+            let path = m.config.cri_socket();
+            let l = bind(&path)?;
+            tracing::info!(socket = %path.display(), "serving the CRI");
+            let cri = berth_cri::Cri::new(m.clone());
+            cri.recover().await;
+            Some((l, cri, path))
+        } else {
+            None
+        };
+        let cri_path = cri.as_ref().map(|c| c.2.clone());
+        let api = berth_services::serve(m.clone(), incoming, stopped(stop_rx.clone()));
+        let cri_rx = stop_rx.clone();
+        let server = async move {
+            match cri {
+                Some((l, cri, _)) => {
+                    let cri = berth_cri::serve(
+                        cri,
+                        tokio_stream::wrappers::UnixListenerStream::new(l),
+                        stopped(cri_rx),
+                    );
+                    let (a, c) = tokio::join!(api, cri);
+                    a.and(c)
+                }
+                None => api.await,
+            }
+        };
         tokio::pin!(server);
         let signalled = async {
             use tokio::signal::unix::{signal, SignalKind};
@@ -181,7 +208,7 @@ fn serve(config: Config) -> Result<()> {
             r = &mut server => r.context("serving")?,
             _ = signalled => {
                 tracing::info!("shutting down");
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 // Long-lived calls (event subscriptions, attach) would hold
                 // a graceful stop forever: they get a moment, then the
                 // daemon exits. Containers and their shims run on.
@@ -192,6 +219,9 @@ fn serve(config: Config) -> Result<()> {
             }
         }
         let _ = std::fs::remove_file(&socket);
+        if let Some(p) = cri_path {
+            let _ = std::fs::remove_file(p);
+        }
         anyhow::Ok(())
     })
 }

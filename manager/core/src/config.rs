@@ -55,6 +55,29 @@ certs_dir = "/etc/berth/certs.d"
 cni_path = "/usr/lib/cni"
 bridge = "berth0"
 subnet = "10.89.0.0/24"
+
+[cri]
+# The Kubernetes CRI (runtime.v1) for a kubelet or crictl, served beside
+# berth's own API. Its pods and containers live in the k8s.io namespace.
+enabled = true
+# The CRI socket (mode 0600); <state>/cri.sock when unset.
+# address = "/run/berth/cri.sock"
+# The pod infra image; unset: berth's own pause program, built in.
+# sandbox_image = "registry.k8s.io/pause:3.9"
+# Pod networks: the first *.conflist, *.conf or *.json here (in name
+# order); when there is none, berth's default below.
+cni_conf_dir = "/etc/cni/net.d"
+# Where CNI plugins are looked for, in order.
+cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+# berth's default pod network: bridge (with outbound NAT), host-local
+# addresses from this subnet, portmap for hostPort, loopback.
+bridge = "berth-cri0"
+subnet = "10.90.0.0/16"
+
+# Runtime handlers (a pod's runtimeClassName), name = runtime binary. The
+# empty handler is berth's default runtime.
+[cri.runtimes]
+# runc = "/usr/sbin/runc"
 "#;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -81,6 +104,40 @@ pub struct Config {
     /// [`Config::cgroup_parent`] for the default.
     #[serde(rename = "cgroup_parent")]
     pub cgroup_parent_path: Option<String>,
+    /// The Kubernetes CRI.
+    pub cri: CriConfig,
+}
+
+/// The Kubernetes CRI's settings (`[cri]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriConfig {
+    pub enabled: bool,
+    /// `<state>/cri.sock` when unset.
+    pub address: Option<PathBuf>,
+    /// The pod infra image; berth's built-in pause image when unset.
+    pub sandbox_image: Option<String>,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub bridge: String,
+    pub subnet: String,
+    /// Runtime handler name -> runtime binary.
+    pub runtimes: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: None,
+            sandbox_image: None,
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            bridge: "berth-cri0".into(),
+            subnet: "10.90.0.0/16".into(),
+            runtimes: Default::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -99,6 +156,7 @@ impl Default for Config {
             runtime: None,
             network: Default::default(),
             cgroup_parent_path: None,
+            cri: Default::default(),
         }
     }
 }
@@ -189,6 +247,13 @@ impl Config {
         }
         let h = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
         format!("/berth-{}", hex::encode(&h[..4]))
+    }
+
+    pub fn cri_socket(&self) -> PathBuf {
+        self.cri
+            .address
+            .clone()
+            .unwrap_or_else(|| self.state.join("cri.sock"))
     }
 
     pub fn socket(&self) -> PathBuf {

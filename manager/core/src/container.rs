@@ -331,12 +331,22 @@ async fn finish_create(
             .await
             .map_err(|e| ContainerError::Mount(e.to_string()))???
         };
-        let hostname = spec::hostname(opts, &req.id);
-        write_etc(&cdir, &hostname, opts.network == "none")?;
+        // A pod's containers share the pod's files; anything else gets its
+        // own.
+        let etc = match &opts.pod.etc_dir {
+            Some(d) => d.clone(),
+            None => {
+                let hostname = spec::hostname(opts, &req.id);
+                let own_netns =
+                    opts.network == "none" || opts.pod.join.iter().any(|(k, _)| k == "network");
+                write_etc(&cdir, &hostname, own_netns)?;
+                cdir.clone()
+            }
+        };
         let (hosts, resolv, hn) = (
-            cdir.join("hosts"),
-            cdir.join("resolv.conf"),
-            cdir.join("hostname"),
+            etc.join("hosts"),
+            etc.join("resolv.conf"),
+            etc.join("hostname"),
         );
         let cgroup_parent = if opts.cgroup_parent.is_empty() {
             m.config.cgroup_parent()

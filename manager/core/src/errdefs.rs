@@ -50,6 +50,28 @@ pub trait Kind: std::error::Error {
 
 use ErrorKind::*;
 
+/// The one mapping from error kinds to gRPC codes, used by every API
+/// adapter (the containerd-style API and the CRI), as containerd's errdefs
+/// does for its services.
+pub fn code(kind: ErrorKind) -> tonic::Code {
+    use tonic::Code;
+    match kind {
+        InvalidArgument => Code::InvalidArgument,
+        NotFound => Code::NotFound,
+        AlreadyExists => Code::AlreadyExists,
+        FailedPrecondition => Code::FailedPrecondition,
+        Unavailable => Code::Unavailable,
+        DataLoss => Code::DataLoss,
+        Cancelled => Code::Cancelled,
+        Internal => Code::Internal,
+    }
+}
+
+/// A domain error as a status: its kind's code and its whole message.
+pub fn status<E: Kind + ?Sized>(e: &E) -> tonic::Status {
+    tonic::Status::new(code(e.kind()), e.to_string())
+}
+
 impl Kind for MetadataError {
     fn kind(&self) -> ErrorKind {
         Internal
@@ -238,7 +260,11 @@ impl Kind for ContainerError {
 
 impl Kind for NetworkError {
     fn kind(&self) -> ErrorKind {
-        Internal
+        match self {
+            // A configuration berth was given that it cannot use.
+            NetworkError::Config { .. } => FailedPrecondition,
+            _ => Internal,
+        }
     }
 }
 
@@ -252,6 +278,7 @@ impl Kind for TaskError {
             TaskError::Shim(s) => from_shim(s.code()),
             TaskError::ShimStart { .. } | TaskError::Io { .. } => Internal,
             TaskError::Network(e) => e.kind(),
+            TaskError::BadExec(_) => InvalidArgument,
         }
     }
 }

@@ -6,12 +6,14 @@
 
 pub mod apply;
 pub mod archive;
+pub mod cni;
 pub mod config;
 pub mod container;
 pub mod content;
 pub mod descriptor;
 pub mod errdefs;
 pub mod events;
+pub mod exec;
 pub mod gc;
 pub mod image;
 pub mod lease;

@@ -42,6 +42,8 @@ pub enum TaskError {
     },
     #[error("bridge network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error("exec: {0}")]
+    BadExec(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {

@@ -106,6 +106,7 @@ mod tests {
             source: "/srv".into(),
             destination: dest.into(),
             readonly: false,
+            ..Default::default()
         }
     }
 

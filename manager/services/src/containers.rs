@@ -48,6 +48,7 @@ fn create_request(r: pb::CreateContainerRequest) -> container::CreateRequest {
                     source: b.source,
                     destination: b.destination,
                     readonly: b.readonly,
+                    ..Default::default()
                 })
                 .collect(),
             memory_bytes: o.memory_bytes,
@@ -59,6 +60,7 @@ fn create_request(r: pb::CreateContainerRequest) -> container::CreateRequest {
             terminal: o.terminal,
             stdin: o.stdin,
             cgroup_parent: o.cgroup_parent,
+            pod: Default::default(),
         },
         spec: (!r.spec.is_empty()).then_some(r.spec),
         labels: r.labels.into_iter().collect(),

@@ -11,9 +11,9 @@ mod tasks;
 
 use std::sync::Arc;
 
-use tonic::{Code, Status};
+use tonic::Status;
 
-use berth_core::errdefs::{ErrorKind, Kind};
+use berth_core::errdefs::Kind;
 use berth_core::Manager;
 
 pub use berth_proto::manager::v1 as pb;
@@ -32,24 +32,7 @@ pub(crate) fn namespace<T>(req: &tonic::Request<T>) -> Result<String, Status> {
     Ok(ns)
 }
 
-/// The one mapping from the core's error kinds to gRPC codes.
-pub fn code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::DataLoss => Code::DataLoss,
-        ErrorKind::Cancelled => Code::Cancelled,
-        ErrorKind::Internal => Code::Internal,
-    }
-}
-
-/// A domain error as a status: its kind's code and its whole message.
-pub fn status<E: Kind>(e: &E) -> Status {
-    Status::new(code(e.kind()), e.to_string())
-}
+pub use berth_core::errdefs::{code, status};
 
 /// `.status()?` on a domain result inside a service (the orphan rule
 /// forbids `From<core error> for Status` here, and the core knows nothing

@@ -41,6 +41,10 @@ pub enum SpecError {
     BadCpus(f64),
     #[error("building the spec: {0}")]
     Build(#[from] oci_spec::OciSpecError),
+    #[error("namespace type {0:?} cannot be joined: use network, ipc, uts or pid")]
+    BadNamespace(String),
+    #[error("the seccomp profile is not a valid OCI seccomp object: {0}")]
+    SeccompProfile(serde_json::Error),
     #[error("the default seccomp profile does not fit the OCI schema: {0}")]
     Seccomp(serde_json::Error),
     #[error("encoding the spec: {0}")]
@@ -84,14 +88,59 @@ pub struct Options {
     /// The cgroup (cgroupfs path) to make the container's under; the
     /// daemon's `cgroup_parent` when empty.
     pub cgroup_parent: String,
+    /// What a pod gives its containers beyond `berth run`'s flags.
+    pub pod: PodOptions,
+}
+
+/// Settings the CRI gives a pod's containers (and its infra container);
+/// every default leaves the spec as `berth run` makes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodOptions {
+    /// Namespaces joined by path, by OCI type (`network`, `ipc`, `uts`,
+    /// `pid`): a pod's, held by its infra process.
+    pub join: Vec<(String, String)>,
+    /// Namespace types shared with the host (hostPID, hostIPC).
+    pub host: Vec<String>,
+    /// A directory whose `hosts`, `resolv.conf` and `hostname` are bound
+    /// into the container instead of its own (the pod's).
+    pub etc_dir: Option<std::path::PathBuf>,
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub cpu_shares: u64,
+    /// CFS quota and period in microseconds (0: unset).
+    pub cpu_quota: i64,
+    pub cpu_period: u64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    pub oom_score_adj: Option<i32>,
+    /// Replace the default masked / read-only paths when set.
+    pub masked_paths: Option<Vec<String>>,
+    pub readonly_paths: Option<Vec<String>>,
+    pub no_new_privs: bool,
+    pub seccomp: Seccomp,
+    /// Supplementary groups added to the user's own.
+    pub additional_gids: Vec<u32>,
+}
+
+/// The seccomp filter a container gets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Seccomp {
+    /// Docker's default profile (none when privileged).
+    #[default]
+    Default,
+    Unconfined,
+    /// An OCI `linux.seccomp` object (a localhost profile).
+    Profile(serde_json::Value),
 }
 
 /// A host path bound into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bind {
     pub source: String,
     pub destination: String,
     pub readonly: bool,
+    /// `rprivate` (the default when empty), `rslave` or `rshared`.
+    pub propagation: String,
 }
 
 /// What a container takes from its image config.

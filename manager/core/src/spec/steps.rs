@@ -70,6 +70,15 @@ pub fn build(i: &Inputs<'_>, caps: &[String]) -> Result<Spec, SpecError> {
     // what a step sets is in the spec.
     linux.set_masked_paths(None);
     linux.set_readonly_paths(None);
+    if !o.pod.sysctls.is_empty() {
+        linux.set_sysctl(Some(
+            o.pod
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        ));
+    }
     security(&mut linux, o, caps)?;
     spec.set_linux(Some(linux));
     spec.set_annotations(Some(annotations(i, network)));
@@ -116,13 +125,19 @@ fn process(i: &Inputs<'_>, caps: &[String]) -> Result<Process, SpecError> {
     // inheritable and ambient sets this spec leaves out.
     capabilities.set_inheritable(None);
     capabilities.set_ambient(None);
-    Ok(ProcessBuilder::default()
+    let mut gids = i.ids.additional_gids.clone();
+    for g in &o.pod.additional_gids {
+        if !gids.contains(g) {
+            gids.push(*g);
+        }
+    }
+    let mut p = ProcessBuilder::default()
         .terminal(o.terminal)
         .user(
             UserBuilder::default()
                 .uid(i.ids.uid)
                 .gid(i.ids.gid)
-                .additional_gids(i.ids.additional_gids.clone())
+                .additional_gids(gids)
                 .build()?,
         )
         .args(args(i.image, o)?)
@@ -134,8 +149,10 @@ fn process(i: &Inputs<'_>, caps: &[String]) -> Result<Process, SpecError> {
             .hard(1024u64)
             .soft(1024u64)
             .build()?])
-        .no_new_privileges(false)
-        .build()?)
+        .no_new_privileges(o.pod.no_new_privs)
+        .build()?;
+    p.set_oom_score_adj(o.pod.oom_score_adj);
+    Ok(p)
 }
 
 /// Private namespaces but the network's, which follows the network mode;
@@ -153,9 +170,40 @@ fn namespaces(o: &Options, network: Network) -> Result<Vec<LinuxNamespace>, Spec
     if !o.privileged {
         kinds.push(LinuxNamespaceType::Cgroup);
     }
+    let name = |k: LinuxNamespaceType| -> String {
+        match k {
+            LinuxNamespaceType::Pid => "pid",
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Uts => "uts",
+            LinuxNamespaceType::Mount => "mount",
+            LinuxNamespaceType::Network => "network",
+            LinuxNamespaceType::Cgroup => "cgroup",
+            _ => "",
+        }
+        .to_owned()
+    };
+    kinds.retain(|k| !o.pod.host.contains(&name(*k)));
+    for (kind, _) in &o.pod.join {
+        let k = match kind.as_str() {
+            "network" => LinuxNamespaceType::Network,
+            "ipc" => LinuxNamespaceType::Ipc,
+            "uts" => LinuxNamespaceType::Uts,
+            "pid" => LinuxNamespaceType::Pid,
+            other => return Err(SpecError::BadNamespace(other.to_owned())),
+        };
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
     kinds
         .into_iter()
-        .map(|k| Ok(LinuxNamespaceBuilder::default().typ(k).build()?))
+        .map(|k| {
+            let mut b = LinuxNamespaceBuilder::default().typ(k);
+            if let Some((_, path)) = o.pod.join.iter().find(|(n, _)| *n == name(k)) {
+                b = b.path(path.as_str());
+            }
+            Ok(b.build()?)
+        })
         .collect()
 }
 
@@ -221,6 +269,14 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Mount>, SpecError> {
     ];
     let bind =
         |dest: &str, src: &str, mode: &str| mount(dest, "bind", src, &["rbind", "rprivate", mode]);
+    let propagation = |p: &str| -> Result<&'static str, SpecError> {
+        match p {
+            "" | "rprivate" | "private" => Ok("rprivate"),
+            "rslave" | "slave" => Ok("rslave"),
+            "rshared" | "shared" => Ok("rshared"),
+            other => Err(SpecError::BadMount(format!("propagation {other:?}"))),
+        }
+    };
     for (dest, src) in [
         ("/etc/hosts", i.etc.hosts),
         ("/etc/resolv.conf", i.etc.resolv_conf),
@@ -236,7 +292,12 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Mount>, SpecError> {
             )));
         }
         let mode = if m.readonly { "ro" } else { "rw" };
-        v.push(bind(&m.destination, &m.source, mode)?);
+        v.push(mount(
+            &m.destination,
+            "bind",
+            &m.source,
+            &["rbind", propagation(&m.propagation)?, mode],
+        )?);
     }
     for (dest, src) in i.volumes {
         v.push(bind(dest, &src.to_string_lossy(), "rw")?);
@@ -259,6 +320,31 @@ fn resources(o: &Options) -> Result<LinuxResources, SpecError> {
                 .limit(o.memory_bytes)
                 .build()?,
         ));
+    }
+    let p = &o.pod;
+    if p.cpu_shares > 0
+        || p.cpu_quota > 0
+        || p.cpu_period > 0
+        || !p.cpuset_cpus.is_empty()
+        || !p.cpuset_mems.is_empty()
+    {
+        let mut c = LinuxCpuBuilder::default();
+        if p.cpu_shares > 0 {
+            c = c.shares(p.cpu_shares);
+        }
+        if p.cpu_quota > 0 {
+            c = c.quota(p.cpu_quota);
+        }
+        if p.cpu_period > 0 {
+            c = c.period(p.cpu_period);
+        }
+        if !p.cpuset_cpus.is_empty() {
+            c = c.cpus(p.cpuset_cpus.clone());
+        }
+        if !p.cpuset_mems.is_empty() {
+            c = c.mems(p.cpuset_mems.clone());
+        }
+        r.set_cpu(Some(c.build()?));
     }
     if o.cpus != 0.0 {
         if !(0.01..=1024.0).contains(&o.cpus) {
@@ -286,19 +372,39 @@ fn security(
     o: &Options,
     caps: &[String],
 ) -> Result<(), SpecError> {
+    // A given profile applies even to a privileged container (the CRI's
+    // Localhost); the default one does not.
+    if let super::Seccomp::Profile(v) = &o.pod.seccomp {
+        let profile: LinuxSeccomp =
+            serde_json::from_value(v.clone()).map_err(SpecError::SeccompProfile)?;
+        linux.set_seccomp(Some(profile));
+    }
     if o.privileged {
         return Ok(());
     }
-    linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
-    linux.set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
-    let profile: LinuxSeccomp = serde_json::from_value(crate::seccomp::default_profile(caps))
-        .map_err(SpecError::Seccomp)?;
-    linux.set_seccomp(Some(profile));
+    let paths = |given: &Option<Vec<String>>, default: &[&str]| -> Vec<String> {
+        given
+            .clone()
+            .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+    };
+    linux.set_masked_paths(Some(paths(&o.pod.masked_paths, &MASKED_PATHS)));
+    linux.set_readonly_paths(Some(paths(&o.pod.readonly_paths, &READONLY_PATHS)));
+    if o.pod.seccomp == super::Seccomp::Default {
+        let profile: LinuxSeccomp = serde_json::from_value(crate::seccomp::default_profile(caps))
+            .map_err(SpecError::Seccomp)?;
+        linux.set_seccomp(Some(profile));
+    }
     Ok(())
 }
 
 fn annotations(i: &Inputs<'_>, network: Network) -> HashMap<String, String> {
-    let mut a = HashMap::new();
+    let mut a: HashMap<String, String> = i
+        .options
+        .pod
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     a.insert(STOP_SIGNAL_ANNOTATION.to_owned(), stop_signal(i.image));
     if network == Network::Bridge {
         a.insert(crate::network::ANNOTATION.to_owned(), "bridge".to_owned());

@@ -85,6 +85,7 @@ fn golden_cases() -> Vec<Case> {
         source: s.into(),
         destination: d.into(),
         readonly: ro,
+        ..Default::default()
     };
     vec![
         ("default", img.clone(), opts(), root.clone(), vec![]),
@@ -205,4 +206,124 @@ fn generated_specs_match_the_golden_files() {
             path.display()
         );
     }
+}
+
+/// What a pod gives its containers lands in the spec, and nothing else
+/// moves: joined namespaces by path, host namespaces left out, sysctls,
+/// CPU settings, propagation, groups, the seccomp choice and paths.
+#[test]
+fn pod_options_shape_the_spec() {
+    let img = ImageConfig {
+        cmd: vec!["sh".into()],
+        ..Default::default()
+    };
+    let o = Options {
+        network: "none".into(),
+        mounts: vec![Bind {
+            source: "/srv".into(),
+            destination: "/data".into(),
+            readonly: true,
+            propagation: "rslave".into(),
+        }],
+        pod: PodOptions {
+            join: vec![
+                ("network".into(), "/run/pod/netns".into()),
+                ("ipc".into(), "/proc/42/ns/ipc".into()),
+            ],
+            host: vec!["pid".into()],
+            sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+            annotations: [("k".to_string(), "v".to_string())].into(),
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpuset_cpus: "0".into(),
+            oom_score_adj: Some(500),
+            masked_paths: Some(vec!["/proc/x".into()]),
+            no_new_privs: true,
+            seccomp: Seccomp::Unconfined,
+            additional_gids: vec![7, 0],
+            ..Default::default()
+        },
+        ..opts()
+    };
+    let ids = Ids {
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![0],
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&golden_spec("pod", &img, &o, ids, &[])).unwrap();
+    let nss = v["linux"]["namespaces"].as_array().unwrap();
+    let ns = |t: &str| nss.iter().find(|n| n["type"] == t).cloned();
+    assert_eq!(ns("network").unwrap()["path"], "/run/pod/netns");
+    assert_eq!(ns("ipc").unwrap()["path"], "/proc/42/ns/ipc");
+    assert!(ns("pid").is_none(), "hostPID keeps the host's: {nss:?}");
+    assert!(ns("uts").unwrap().get("path").is_none());
+    assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+    assert_eq!(v["annotations"]["k"], "v");
+    let cpu = &v["linux"]["resources"]["cpu"];
+    assert_eq!(
+        (cpu["shares"].as_u64(), cpu["quota"].as_i64()),
+        (Some(512), Some(50_000))
+    );
+    assert_eq!(
+        (cpu["period"].as_u64(), cpu["cpus"].as_str()),
+        (Some(100_000), Some("0"))
+    );
+    assert_eq!(v["process"]["oomScoreAdj"], 500);
+    assert_eq!(v["process"]["noNewPrivileges"], true);
+    assert_eq!(
+        v["process"]["user"]["additionalGids"],
+        serde_json::json!([0, 7])
+    );
+    assert!(
+        v["linux"].get("seccomp").is_none(),
+        "unconfined has no filter"
+    );
+    assert_eq!(v["linux"]["maskedPaths"], serde_json::json!(["/proc/x"]));
+    assert_eq!(
+        v["linux"]["readonlyPaths"].as_array().unwrap().len(),
+        READONLY_PATHS.len()
+    );
+    let data = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/data")
+        .unwrap();
+    assert_eq!(
+        data["options"],
+        serde_json::json!(["rbind", "rslave", "ro"])
+    );
+
+    let bad = Options {
+        pod: PodOptions {
+            join: vec![("user".into(), "/proc/1/ns/user".into())],
+            ..Default::default()
+        },
+        ..opts()
+    };
+    let e = generate(&Inputs {
+        namespace: "default",
+        cgroup_parent: "/berth",
+        id: "c",
+        image: &img,
+        options: &bad,
+        ids: Ids {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        },
+        etc: EtcFiles {
+            hosts: Path::new("/h"),
+            resolv_conf: Path::new("/r"),
+            hostname: Path::new("/n"),
+        },
+        volumes: &[],
+    })
+    .unwrap_err();
+    assert!(
+        matches!(e, SpecError::BadNamespace(ref k) if k == "user"),
+        "{e}"
+    );
 }
