@@ -22,6 +22,7 @@
 pub mod api;
 pub mod bins;
 pub mod cri;
+pub mod differential;
 pub mod fixtures;
 pub mod manager;
 pub mod proxy;

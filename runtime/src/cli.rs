@@ -196,7 +196,10 @@ fn needs_readonly_exe(c: &Command) -> bool {
 
 /// Parses the command line, runs the command and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     reserve_fds(preserved_fds(&cli.command));
     let format = match cli.log_format {
         LogFormat::Text => crate::logger::Format::Text,
@@ -229,6 +232,10 @@ pub fn main() -> i32 {
         ),
         systemd_cgroup: cli.systemd_cgroup,
     };
+    // runc reports every failure of `exec` as "exec failed: ..." with exit
+    // status 255 (1 for the other commands): callers tell a failed exec
+    // from a process that exited 1 by it.
+    let is_exec = matches!(cli.command, Command::Exec(_));
     let result = match cli.command {
         Command::Create(a) => commands::create::create_cmd(&g, &a).map(|()| 0),
         Command::Start { id } => commands::start::start(&g, &id).map(|()| 0),
@@ -266,10 +273,36 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(code) => code,
+        Err(e) if is_exec => {
+            report(&format!("exec failed: {e:#}"));
+            255
+        }
         Err(e) => {
             report(&format!("{e:#}"));
             1
         }
+    }
+}
+
+/// Prints clap's message and returns runc's exit status for it: 0 for
+/// help and version (and no command, which shows the help), 3
+/// for an unknown command ("No help topic"), 1 for any other usage error.
+/// clap's own 2 would read as a failure of another kind to a caller
+/// written against runc.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::MissingSubcommand {
+        // Global flags and no command: runc shows its help.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return 0;
+    }
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        ErrorKind::InvalidSubcommand => 3,
+        _ => 1,
     }
 }
 

@@ -33,6 +33,50 @@ pub fn state_json(id: &str, pid: i32, bundle: &Path, status: &str) -> serde_json
     })
 }
 
+/// [`state_json`] with the spec's annotations, which the runtime spec puts
+/// in the state every hook reads (runc includes them; a hook that keys on
+/// an annotation, as NVIDIA's and CNI's do, sees nothing without them).
+/// Left out when there are none, as runc's `omitempty` does.
+pub fn hook_state(
+    id: &str,
+    pid: i32,
+    bundle: &Path,
+    status: &str,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> serde_json::Value {
+    let mut v = state_json(id, pid, bundle, status);
+    if let Some(a) = annotations.filter(|a| !a.is_empty()) {
+        v["annotations"] = serde_json::json!(a);
+    }
+    v
+}
+
+/// A container's state as `state` and `list` print it, with runc's field
+/// order (a `serde_json::Value` would sort the keys): callers that compare
+/// output byte for byte, or read it with a streaming parser, see the same.
+#[derive(Debug, Clone, Serialize)]
+pub struct OciState {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: &'static str,
+    pub id: String,
+    pub pid: i32,
+    pub status: &'static str,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    pub owner: String,
+}
+
+impl std::fmt::Display for OciState {
+    /// Compact JSON, as hooks get it on stdin.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error("container does not exist")]
@@ -255,26 +299,23 @@ impl Container {
     }
 
     /// The OCI state, plus runc's `rootfs`, `created` and `owner`.
-    pub fn oci_state(&self, status: Status) -> serde_json::Value {
+    pub fn oci_state(&self, status: Status) -> OciState {
         let pid = if status == Status::Stopped {
             0
         } else {
             self.init_pid
         };
-        let mut v = serde_json::json!({
-            "ociVersion": OCI_VERSION,
-            "id": self.id,
-            "pid": pid,
-            "status": status.as_str(),
-            "bundle": self.bundle,
-            "rootfs": self.rootfs,
-            "created": self.created,
-            "owner": "",
-        });
-        if !self.annotations.is_empty() {
-            v["annotations"] = serde_json::json!(self.annotations);
+        OciState {
+            oci_version: OCI_VERSION,
+            id: self.id.clone(),
+            pid,
+            status: status.as_str(),
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            annotations: self.annotations.clone(),
+            owner: String::new(),
         }
-        v
     }
 
     /// Removes the container's state directory.

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Hooks, LinuxIdMapping, LinuxResources, LinuxSeccomp};
 
 use crate::cgroups::CgroupConfig;
-use crate::container::state_json;
+use crate::container::{hook_state, state_json};
 use crate::init::InitArgs;
 use crate::sync::{Channel, Msg};
 
@@ -77,6 +77,8 @@ pub struct Launch<'a> {
     pub seccomp: Option<&'a LinuxSeccomp>,
     pub id: &'a str,
     pub bundle: &'a Path,
+    /// The spec's annotations, part of the state hooks read.
+    pub annotations: Option<&'a std::collections::HashMap<String, String>>,
 }
 
 /// A started container process, not yet exec'd.
@@ -177,6 +179,7 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
         seccomp,
         id,
         bundle,
+        annotations,
     } = l;
     if ret == 0 {
         crate::init::run(init);
@@ -208,7 +211,9 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
                 pid = p;
             }
             Ok(Msg::RunHooks) => {
-                let state = state_json(id, pid, bundle, "created").to_string();
+                // "creating", as runc says: the container is not created
+                // until these hooks and the createContainer ones ran.
+                let state = hook_state(id, pid, bundle, "creating", annotations).to_string();
                 if let Some(h) = hooks {
                     crate::hooks::run("prestart", h.prestart().as_ref(), &state)?;
                     crate::hooks::run("createRuntime", h.create_runtime().as_ref(), &state)?;

@@ -12,6 +12,34 @@ pub enum UserError {
     Gid(u32, nix::Error),
     #[error("setuid {0}: {1}")]
     Uid(u32, nix::Error),
+    #[error("giving stdio fd {0} to the container's user: {1}")]
+    Stdio(i32, nix::Error),
+}
+
+/// runc's `fixStdioPermissions`: the process's stdio (a pty from the
+/// console socket above all) was made by root, outside the user's reach;
+/// give each of fds 0-2 to `uid` (keeping its group, e.g. tty for a pty)
+/// unless it is already the user's or is /dev/null. As runc, a fd the
+/// kernel will not let us chown (an owner or group unmapped in a user
+/// namespace, a read-only filesystem) is left alone.
+pub fn fix_stdio_ownership(uid: u32) -> Result<(), UserError> {
+    use nix::sys::stat::{fstat, stat};
+    let null_rdev = stat("/dev/null").map(|s| s.st_rdev).ok();
+    for fd in 0..3 {
+        // SAFETY: borrowing a standard fd number for the duration of the
+        // calls; a closed one makes fstat fail with EBADF, skipped below.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let Ok(st) = fstat(borrowed) else { continue };
+        let is_char = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR;
+        if st.st_uid == uid || (is_char && Some(st.st_rdev) == null_rdev) {
+            continue;
+        }
+        match nix::unistd::fchown(borrowed, Some(Uid::from_raw(uid)), None) {
+            Ok(()) | Err(nix::Error::EINVAL | nix::Error::EPERM | nix::Error::EROFS) => {}
+            Err(e) => return Err(UserError::Stdio(fd, e)),
+        }
+    }
+    Ok(())
 }
 
 /// setgroups (unless groups are denied in a user namespace), setgid, setuid.

@@ -145,6 +145,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
         seccomp: linux.seccomp().as_ref(),
         id: &a.id,
         bundle: &bundle.dir,
+        annotations: spec.annotations().as_ref(),
     })?;
     let master = match &internal {
         Some((ours, _)) => Some(crate::console::recv_master(ours)?),

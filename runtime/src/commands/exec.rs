@@ -86,15 +86,35 @@ fn parse_cap(name: &str) -> Result<Capability> {
         .with_context(|| format!("unknown capability {full}"))
 }
 
+/// A process.json as runc reads it: Go fills an absent field with its zero
+/// value, so `user` may be left out (root) and `cwd` is checked by the
+/// caller rather than refused as a parse error; oci-spec's `Process`
+/// requires both.
+fn parse_process(text: &[u8]) -> Result<Process> {
+    let mut v: serde_json::Value = serde_json::from_slice(text)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("user")
+            .or_insert_with(|| serde_json::json!({ "uid": 0, "gid": 0 }));
+        obj.entry("cwd").or_insert_with(|| serde_json::json!(""));
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
 /// The process to run: `--process` as given, or the container's process
 /// with the command line's overrides.
 fn build_process(base: &Process, a: &ExecArgs) -> Result<Process> {
     if let Some(path) = &a.process {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let p: Process = serde_json::from_slice(&text)
+        let p = parse_process(&text)
             .with_context(|| format!("parsing process JSON {}", path.display()))?;
         if p.args().as_ref().is_none_or(|a| a.is_empty()) {
             bail!("process args must not be empty");
+        }
+        if p.cwd().as_os_str().is_empty() {
+            bail!("Cwd property must not be empty");
+        }
+        if !p.cwd().is_absolute() {
+            bail!("Cwd must be an absolute path");
         }
         return Ok(p);
     }
@@ -236,6 +256,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
         seccomp: linux.seccomp().as_ref(),
         id: &c.id,
         bundle: &c.bundle,
+        annotations: None,
     })?;
     if let Some(p) = pid_file {
         super::write_pid_file(&p, launched.pid)?;

@@ -64,13 +64,13 @@ pub fn list(g: &Global, format: &str, quiet: bool) -> Result<()> {
             .map(|m| user_name(m.uid()))
             .unwrap_or_default();
         let mut v = c.oci_state(c.status());
-        v["owner"] = serde_json::Value::String(owner);
+        v.owner = owner;
         items.push(v);
     }
     let mut out = std::io::stdout().lock();
     if quiet {
         for v in &items {
-            writeln!(out, "{}", v["id"].as_str().unwrap_or_default())?;
+            writeln!(out, "{}", v.id)?;
         }
         return Ok(());
     }
@@ -87,17 +87,13 @@ pub fn list(g: &Global, format: &str, quiet: bool) -> Result<()> {
                 .map(String::from)
                 .to_vec()];
             for v in &items {
-                let s = |k: &str| match &v[k] {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
                 rows.push(vec![
-                    s("id"),
-                    s("pid"),
-                    s("status"),
-                    s("bundle"),
-                    s("created"),
-                    s("owner"),
+                    v.id.clone(),
+                    v.pid.to_string(),
+                    v.status.to_owned(),
+                    v.bundle.display().to_string(),
+                    v.created.clone(),
+                    v.owner.clone(),
                 ]);
             }
             out.write_all(table(&rows).as_bytes())?;

@@ -127,6 +127,7 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     }
     nix::unistd::setsid().map_err(sys("setsid"))?;
 
+    let mut dev_ro = None;
     if a.mode == Mode::Init {
         if plan.new_uts {
             if let Some(h) = a.spec.hostname() {
@@ -136,7 +137,7 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
                 set_domainname(d)?;
             }
         }
-        setup_rootfs(a)?;
+        dev_ro = setup_rootfs(a)?;
     }
 
     // The console comes after pivot_root, from the container's own devpts.
@@ -154,6 +155,9 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         crate::console::become_stdio(&pty.slave)?;
         // SAFETY: the socket was only needed to send the master.
         unsafe { libc::close(sock) };
+    }
+    if a.mode == Mode::Init {
+        finalize_rootfs(a, dev_ro)?;
     }
 
     if a.mode == Mode::Init {
@@ -202,6 +206,7 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     crate::capabilities::apply_bounding(&caps)?;
     nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
     let setgroups_allowed = !plan.new_user || setgroups_allowed_in_userns();
+    crate::user::fix_stdio_ownership(a.process.user().uid())?;
     crate::user::switch(a.process.user(), setgroups_allowed)?;
     nix::sys::prctl::set_keepcaps(false).map_err(sys("PR_SET_KEEPCAPS"))?;
     crate::capabilities::apply_sets(&caps)?;
@@ -212,6 +217,9 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
 
+    let mut keep = vec![a.channel.raw()];
+    keep.extend(a.fifo.map(|f| f.as_raw_fd()));
+    close_host_fds(a.preserve_fds, &keep)?;
     enter_cwd(a.process.cwd())?;
     let env = with_home(env, a.process.user().uid());
     close_extra_fds(a.preserve_fds)?;
@@ -235,11 +243,12 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
 }
 
 fn started_state(a: &InitArgs<'_>) -> String {
-    crate::container::state_json(
+    crate::container::hook_state(
         a.container_id,
         std::process::id() as i32,
         &a.bundle,
         "created",
+        a.spec.annotations().as_ref(),
     )
     .to_string()
 }
@@ -253,7 +262,10 @@ fn set_domainname(d: &str) -> Res<()> {
     Ok(())
 }
 
-fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
+/// Mounts, devices, createContainer hooks and the root switch. Returns the
+/// flags to remount a read-only /dev with, which [`finalize_rootfs`] does
+/// once the console is in place.
+fn setup_rootfs(a: &InitArgs<'_>) -> Res<Option<nix::mount::MsFlags>> {
     let plan = a.plan;
     let linux = a.spec.linux().as_ref();
     let propagation =
@@ -274,11 +286,13 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
         in_userns: plan.new_user,
         kernel_mounts: &kernel_mounts,
     };
-    let mut dev_ro = false;
+    let mut dev_ro = None;
     let mut dev_is_bind = false;
     let mut has_dev = false;
     for m in a.spec.mounts().iter().flatten() {
-        dev_ro |= crate::rootfs::mount_one(&ctx, m)?;
+        if let Some(flags) = crate::rootfs::mount_one(&ctx, m)? {
+            dev_ro = Some(flags);
+        }
         if m.destination() == Path::new("/dev") {
             has_dev = true;
             let opts = m.options().clone().unwrap_or_default();
@@ -299,6 +313,9 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
         _ => unreachable_msg()?,
     };
     if let Some(hooks) = a.spec.hooks() {
+        // runc runs them from the rootfs: a hook's relative paths (`touch
+        // ./x`) land in the container, not in the bundle create ran from.
+        nix::unistd::chdir(&a.rootfs).map_err(sys("entering the rootfs for the hooks"))?;
         crate::hooks::run("createContainer", hooks.create_container().as_ref(), &state)?;
     }
 
@@ -309,14 +326,23 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<()> {
             crate::rootfs::pivot(&a.rootfs)?;
         }
         crate::rootfs::finish_propagation(propagation)?;
+    } else {
+        nix::unistd::chroot(&a.rootfs).map_err(sys("chroot"))?;
+        nix::unistd::chdir("/").map_err(sys("chdir /"))?;
+    }
+    Ok(dev_ro)
+}
+
+/// runc's `finalizeRootfs`, after the console: /dev/console is created on
+/// /dev, so a read-only /dev (and root) can only be remounted read-only
+/// once it exists.
+fn finalize_rootfs(a: &InitArgs<'_>, dev_ro: Option<nix::mount::MsFlags>) -> Res<()> {
+    if a.plan.new_mount {
         let newroot = pathrs::Root::open("/").map_err(|source| InitError::Root {
             what: "opening the new root",
             source,
         })?;
         crate::rootfs::finish_dev(&newroot, dev_ro)?;
-    } else {
-        nix::unistd::chroot(&a.rootfs).map_err(sys("chroot"))?;
-        nix::unistd::chdir("/").map_err(sys("chdir /"))?;
     }
     if a.spec
         .root()
@@ -486,6 +512,50 @@ fn enter_cwd(cwd: &Path) -> Res<()> {
         return Err(InitError::CwdOutside(now));
     }
     Ok(())
+}
+
+/// Closes every fd above stdio and the preserved ones except `keep` (the
+/// sync channel and exec fifo), before the chdir into the process's cwd:
+/// with no host directory fd left open, a cwd of `/proc/self/fd/N` has
+/// nothing to resolve to (CVE-2024-21626). Defence in depth: `enter_cwd`
+/// still checks where the chdir led, and `close_extra_fds` marks whatever
+/// is opened later close-on-exec.
+fn close_host_fds(preserve: i32, keep: &[RawFd]) -> Res<()> {
+    if crate::defences_disabled() {
+        return Ok(());
+    }
+    let first = 3 + preserve.max(0);
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= first).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo = first;
+    for hi in keep.iter().map(|&k| k - 1).chain([RawFd::MAX]) {
+        if hi >= lo && !close_range(lo as u32, hi as u32) {
+            // Older kernels (before 5.9): walk /proc/self/fd instead.
+            let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+                .map_err(InitError::ListFds)?
+                .filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in open
+                .into_iter()
+                .filter(|&fd| fd >= first && !keep.contains(&fd))
+            {
+                // SAFETY: no fd in this range is owned by anything still in
+                // use in this process: the ones it needs are in `keep`.
+                unsafe { libc::close(fd) };
+            }
+            return Ok(());
+        }
+        lo = hi.saturating_add(2);
+    }
+    Ok(())
+}
+
+/// close_range(2) on `lo..=hi`; false when the kernel lacks it.
+fn close_range(lo: u32, hi: u32) -> bool {
+    // SAFETY: closes fd numbers only; the caller keeps every fd it still
+    // needs out of the range.
+    unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) == 0 }
 }
 
 /// Marks every fd above stdio and the preserved ones close-on-exec, so no

@@ -185,11 +185,13 @@ pub fn create_devices(
     Ok(())
 }
 
-/// Makes /dev read-only after its nodes exist, when the spec asked.
-pub fn finish_dev(root: &Root, readonly: bool) -> Result<(), RootfsError> {
-    if !readonly {
+/// Makes /dev read-only after its nodes and the console exist, when the
+/// spec asked: `flags` are the mount's own flags (with MS_RDONLY) from
+/// [`mount_one`](super::mount_one), kept so the remount clears none of them.
+pub fn finish_dev(root: &Root, flags: Option<MsFlags>) -> Result<(), RootfsError> {
+    let Some(flags) = flags else {
         return Ok(());
-    }
+    };
     let dev: OwnedFd = root
         .resolve("/dev")
         .map_err(resolve("resolving /dev"))?
@@ -198,7 +200,7 @@ pub fn finish_dev(root: &Root, readonly: bool) -> Result<(), RootfsError> {
         None::<&str>,
         &fd_path(&dev),
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     )
     .map_err(sys("remounting /dev read-only"))

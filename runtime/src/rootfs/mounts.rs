@@ -103,10 +103,11 @@ fn source_path(bundle: &Path, src: &Path) -> PathBuf {
     }
 }
 
-/// Mounts one spec entry inside the rootfs. Returns true when the mount is
-/// a read-only /dev that [`finish_dev`](super::finish_dev) must remount once
-/// its nodes exist.
-pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
+/// Mounts one spec entry inside the rootfs. Returns the flags to remount
+/// with when the mount is a read-only /dev that
+/// [`finish_dev`](super::finish_dev) must make read-only once its nodes and
+/// the console exist.
+pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<Option<MsFlags>, RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().clone().unwrap_or_default();
     let bind = opts.bind || typ == "bind";
@@ -131,7 +132,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
         kernel_mounts: ctx.kernel_mounts,
     };
     if typ == "cgroup" && !bind {
-        return mount_cgroup_v1(ctx.root, ctx.cgroup_path, dest, &opts).map(|()| false);
+        return mount_cgroup_v1(ctx.root, ctx.cgroup_path, dest, &opts).map(|()| None);
     }
     let source = m.source().clone().unwrap_or_default();
     let what = format!("mounting {} on {}", source.display(), dest.display());
@@ -165,7 +166,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
             mount(None::<&str>, &fd_path(&tgt), None::<&str>, *p, None::<&str>)
                 .map_err(sys(format!("{what}: propagation")))?;
         }
-        return Ok(false);
+        return Ok(None);
     }
     let tgt = target(ctx.root, dest, false)?;
     check_resolved_target(dest, &tgt, ctx.kernel_mounts)?;
@@ -180,7 +181,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map(|()| false)
+        .map(|()| None)
         .map_err(sys(what));
     }
     let mut remount_ro = false;
@@ -227,7 +228,9 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<bool, RootfsError> {
         mount(None::<&str>, &fd_path(&tgt), None::<&str>, *p, None::<&str>)
             .map_err(sys(format!("{what}: propagation")))?;
     }
-    Ok(remount_ro)
+    // The remount keeps the mount's other flags (nosuid, strictatime...):
+    // MS_REMOUNT without them would clear them, as runc's does not.
+    Ok(remount_ro.then_some(flags | MsFlags::MS_RDONLY))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! anything is mounted, and apply `rootfsPropagation` once the root is
 //! switched.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
@@ -35,6 +35,7 @@ pub fn prepare(rootfs: &Path, propagation: MsFlags) -> Result<(), RootfsError> {
     };
     mount(None::<&str>, "/", None::<&str>, first, None::<&str>)
         .map_err(sys("setting propagation of /"))?;
+    parent_mount_private(rootfs)?;
     mount(
         Some(rootfs),
         rootfs,
@@ -52,6 +53,76 @@ pub fn prepare(rootfs: &Path, propagation: MsFlags) -> Result<(), RootfsError> {
     )
     .map_err(sys("making the rootfs mount private"))?;
     Ok(())
+}
+
+/// pivot_root fails with EINVAL when the mount under the new root is
+/// shared. A non-recursive `private` or `slave` leaves every mount but /
+/// as the host has it, so a rootfs that is itself a shared mount point (a
+/// `root.path: "."` bundle on an overlay, or any mount under a shared
+/// parent) would fail: make the mount holding the rootfs private first, as
+/// runc's `rootfsParentMountPrivate` does. Only in our own mount namespace.
+fn parent_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
+    let real = std::fs::canonicalize(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| RootfsError::Source {
+            what: "reading /proc/self/mountinfo".into(),
+            source,
+        })?;
+    if let Some((point, true)) = holding_mount(&info, &real) {
+        mount(
+            None::<&str>,
+            &point,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys(format!("making {} private", point.display())))?;
+    }
+    Ok(())
+}
+
+/// The mount point of the mount that holds `path` (the longest mount point
+/// it lies under; the topmost of stacked ones), and whether it is shared.
+fn holding_mount(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4).map(|p| PathBuf::from(unescape(p))) else {
+            continue;
+        };
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        let shared = optional.clone().any(|f| f.starts_with("shared:"));
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| point.components().count() >= b.components().count())
+        {
+            best = Some((point, shared));
+        }
+    }
+    best
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let digit = |k: usize| u32::from(b[i + k] - b'0');
+            // Three octal digits: at most 0o777, truncated to a byte as the
+            // kernel never writes more than 0o377.
+            out.push((digit(1) * 64 + digit(2) * 8 + digit(3)) as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// After pivot_root: re-apply shared propagation if the spec asked for it.
@@ -78,5 +149,24 @@ mod tests {
             MsFlags::MS_SHARED | MsFlags::MS_REC
         );
         assert!(root_propagation(Some("bogus")).is_err());
+    }
+
+    #[test]
+    fn the_mount_holding_a_path() {
+        let info = "\
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 27 254:0 /b /tmp/my\\040dir rw,relatime - ext4 /dev/vda rw
+91 27 254:0 /b /tmp/my\\040dir rw,relatime shared:7 master:2 - ext4 /dev/vda rw
+92 27 0:5 / /tmp/other rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            holding_mount(info, Path::new("/tmp/my dir/rootfs")),
+            Some((PathBuf::from("/tmp/my dir"), true))
+        );
+        assert_eq!(
+            holding_mount(info, Path::new("/tmp/others")),
+            Some((PathBuf::from("/"), true))
+        );
+        assert_eq!(unescape("a\\134b"), "a\\b");
     }
 }
