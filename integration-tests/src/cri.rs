@@ -41,6 +41,11 @@ pub fn socket(d: &Daemon) -> PathBuf {
 pub struct CriDaemon {
     pub d: Daemon,
     bridge: String,
+    /// The daemon's CNI configuration directory (empty: berth's default
+    /// network); a test may put a conflist there.
+    pub cni_conf_dir: PathBuf,
+    /// Kept for the daemon's restarts.
+    config: PathBuf,
 }
 
 impl std::ops::Deref for CriDaemon {
@@ -59,6 +64,15 @@ impl std::ops::DerefMut for CriDaemon {
 impl Drop for CriDaemon {
     fn drop(&mut self) {
         let sock = socket(&self.d);
+        // A test that killed its daemon and failed before starting it
+        // again: start it, so the pods' networks are torn down by berth.
+        if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            let d = std::panic::AssertUnwindSafe(&mut self.d);
+            let _ = std::panic::catch_unwind(move || {
+                let d = d;
+                d.0.respawn()
+            });
+        }
         // On a thread of its own: the test's runtime may be the caller.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -97,6 +111,8 @@ impl Drop for CriDaemon {
             .args(["link", "del", &self.bridge])
             .stderr(std::process::Stdio::null())
             .status();
+        let _ = std::fs::remove_dir_all(&self.cni_conf_dir);
+        let _ = std::fs::remove_file(&self.config);
     }
 }
 
@@ -120,9 +136,10 @@ pub fn daemon(n: u8) -> CriDaemon {
     )
     .expect("writing the config");
     let d = Daemon::start_with(&["--config", path.to_str().expect("utf-8 path")]);
-    let _ = std::fs::remove_file(&path);
     CriDaemon {
         d,
         bridge: format!("bcri{n}"),
+        cni_conf_dir: conf_dir,
+        config: path,
     }
 }

@@ -326,6 +326,65 @@ async fn a_pod_runs_as_a_kubelet_runs_it() {
     let body = http_get(&format!("{ip}:80")).unwrap_or_default();
     assert!(body.contains("served-by-berth"), "pod ip: {body:?}");
 
+    // Statistics: the container's cgroup and writable layer (it wrote
+    // /www), the pod's network counters (the requests above).
+    let cs =
+        s.c.rt
+            .container_stats(pb::ContainerStatsRequest {
+                container_id: web.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+    let mem = cs.memory.unwrap();
+    let ws = mem.working_set_bytes.unwrap().value;
+    assert!(ws > 0 && ws <= mem.usage_bytes.unwrap().value, "{ws}");
+    assert!(cs.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(cs.writable_layer.unwrap().used_bytes.unwrap().value > 0);
+    let pst =
+        s.c.rt
+            .list_pod_sandbox_stats(pb::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(pst.len(), 1);
+    let linux = pst[0].linux.clone().unwrap();
+    let eth0 = linux.network.unwrap().default_interface.unwrap();
+    assert!(
+        eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0,
+        "{eth0:?}"
+    );
+    assert_eq!(linux.containers.len(), 1);
+    // UpdateContainerResources reaches the running container's cgroup.
+    s.c.rt
+        .update_container_resources(pb::UpdateContainerResourcesRequest {
+            container_id: web.clone(),
+            linux: Some(pb::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let out = exec(
+        &mut s.c,
+        &web,
+        &[
+            "cat",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/cpu/cpu.shares",
+        ],
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "67108864\n256\n");
+
     // A second container shares the pod's network: it reaches the first on
     // localhost. It exits 0: Completed.
     let client = create(
@@ -507,4 +566,394 @@ async fn wait_exited(c: &mut Cri, id: &str) -> pb::ContainerStatus {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn code_and_message(r: Result<impl std::fmt::Debug, tonic::Status>) -> (Code, String) {
+    let e = r.expect_err("the call should fail");
+    (e.code(), e.message().to_owned())
+}
+
+/// What the daemon holds of pods besides its records: pod directories
+/// (network namespace and CNI record) and namespace mounts.
+fn pod_leftovers(d: &cri::CriDaemon) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d.dir().join("state/cri/pods"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.extend(
+        mounts_under(&d.dir().join("state"))
+            .into_iter()
+            .filter(|m| m.to_string_lossy().contains("netns"))
+            .map(|m| m.display().to_string()),
+    );
+    v
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_status_and_leave_nothing() {
+    let mut s = setup(2).await;
+    let logs = s.logs.path().to_owned();
+    let missing = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    // Unknown ids.
+    let (code, msg) = code_and_message(
+        s.c.rt
+            .pod_sandbox_status(pb::PodSandboxStatusRequest {
+                pod_sandbox_id: missing.into(),
+                verbose: false,
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound, "{msg}");
+    assert!(msg.contains(missing), "{msg}");
+    let (code, _) = code_and_message(
+        s.c.rt
+            .container_status(pb::ContainerStatusRequest {
+                container_id: missing.into(),
+                verbose: false,
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    // Removing what is not there is what the kubelet's retries rely on.
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: missing.into(),
+        })
+        .await
+        .unwrap();
+    s.c.rt
+        .remove_container(pb::RemoveContainerRequest {
+            container_id: missing.into(),
+        })
+        .await
+        .unwrap();
+    let pc = pod_config("bad", &logs, vec![]);
+    let (code, _) = code_and_message(
+        create(
+            &mut s.c,
+            missing,
+            &pc,
+            container_config("x", &s.image, "true"),
+        )
+        .await,
+    );
+    assert_eq!(code, Code::NotFound);
+
+    // Pods refused before anything is made.
+    let mut systemd = pc.clone();
+    systemd.linux.as_mut().unwrap().cgroup_parent = "kubepods-besteffort.slice".into();
+    let (code, msg) = code_and_message(run_pod(&mut s.c, &systemd).await);
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("cgroupfs"), "{msg}");
+    let (code, msg) = code_and_message(
+        s.c.rt
+            .run_pod_sandbox(pb::RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: "kata".into(),
+            })
+            .await,
+    );
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("kata"), "{msg}");
+    // A host port another program holds.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let taken = pod_config(
+        "taken",
+        &logs,
+        vec![pb::PortMapping {
+            protocol: pb::Protocol::Tcp as i32,
+            container_port: 80,
+            host_port: i32::from(port),
+            host_ip: String::new(),
+        }],
+    );
+    // Only this daemon's rules: other tests change the host's firewall
+    // meanwhile.
+    let ours = || -> Vec<String> {
+        iptables()
+            .lines()
+            .filter(|l| l.contains("10.91.2.") || l.contains("bcri2"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let rules = ours();
+    let (code, msg) = code_and_message(run_pod(&mut s.c, &taken).await);
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert!(
+        msg.contains(&port.to_string()) && msg.contains("not available"),
+        "{msg}"
+    );
+    drop(held);
+    assert_eq!(ours(), rules, "the refused pod changed the firewall");
+    assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
+
+    // A CNI plugin that fails: its message comes back, nothing is left.
+    let conf = s.d.cni_conf_dir.join("10-broken.conflist");
+    std::fs::create_dir_all(&s.d.cni_conf_dir).unwrap();
+    std::fs::write(
+        &conf,
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "broken",
+            "plugins": [{"type": "bridge", "bridge": "bcri2x", "ipam": {"type": "host-local",
+                "ranges": [[{"subnet": "not-a-subnet"}]]}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, msg) = code_and_message(run_pod(&mut s.c, &pc).await);
+    assert_eq!(code, Code::Internal, "{msg}");
+    assert!(
+        msg.contains("bridge") && msg.contains("not-a-subnet"),
+        "{msg}"
+    );
+    // The bridge plugin made its bridge before IPAM failed; berth's DEL
+    // does not remove bridges (pods share them), the test does.
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "bcri2x"])
+        .status();
+    assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
+    let pods =
+        s.c.rt
+            .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap();
+    assert!(pods.into_inner().items.is_empty());
+    // A plugin that is not installed: the network is not ready, and says why.
+    std::fs::write(
+        &conf,
+        r#"{"cniVersion":"1.0.0","name":"ghost","plugins":[{"type":"no-such-plugin"}]}"#,
+    )
+    .unwrap();
+    let st =
+        s.c.rt
+            .status(pb::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    let conds = st.status.unwrap().conditions;
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(
+        !net.status && net.message.contains("no-such-plugin"),
+        "{net:?}"
+    );
+    assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
+    std::fs::remove_file(&conf).unwrap();
+    let st =
+        s.c.rt
+            .status(pb::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(st.status.unwrap().conditions.iter().all(|c| c.status));
+
+    // The kubelet's pod CIDR: berth's default network takes addresses
+    // from it; a malformed one is refused.
+    let cidr = |c: &str| pb::UpdateRuntimeConfigRequest {
+        runtime_config: Some(pb::RuntimeConfig {
+            network_config: Some(pb::NetworkConfig { pod_cidr: c.into() }),
+        }),
+    };
+    let (code, msg) = code_and_message(s.c.rt.update_runtime_config(cidr("10.91.300.0/24x")).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    s.c.rt
+        .update_runtime_config(cidr("10.91.12.0/24"))
+        .await
+        .unwrap();
+
+    // Containers refused in a running pod, nothing made for them.
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let ip = pstatus(&mut s.c, &pod).await.network.unwrap().ip;
+    assert!(ip.starts_with("10.91.12."), "{ip}");
+    let (code, msg) = code_and_message(run_pod(&mut s.c, &pc).await);
+    assert_eq!(code, Code::AlreadyExists, "{msg}");
+    let (code, msg) = code_and_message(
+        create(
+            &mut s.c,
+            &pod,
+            &pc,
+            container_config("x", "no/such-image:1", "true"),
+        )
+        .await,
+    );
+    assert_eq!(code, Code::NotFound, "{msg}");
+    assert!(msg.contains("no/such-image:1"), "{msg}");
+    let mut seccomp = container_config("x", &s.image, "true");
+    seccomp
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .seccomp = Some(pb::SecurityProfile {
+        profile_type: pb::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "/no/such/profile.json".into(),
+    });
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, seccomp).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("/no/such/profile.json"), "{msg}");
+    let mut privileged = container_config("x", &s.image, "true");
+    privileged
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .privileged = true;
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, privileged).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("privileged"), "{msg}");
+    let cs =
+        s.c.rt
+            .list_containers(pb::ListContainersRequest { filter: None })
+            .await
+            .unwrap();
+    assert!(cs.into_inner().containers.is_empty());
+    // Only the pod's infra is a container of the namespace.
+    let ps = s.d.ok(&["-n", "k8s.io", "ps", "-a", "-q"]);
+    assert_eq!(ps.lines().count(), 1, "{ps}");
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
+}
+
+/// The log lines in a CRI log file.
+fn log_lines(p: &std::path::Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pods_outlive_a_killed_daemon() {
+    let mut s = setup(3).await;
+    let pc = pod_config("survivor", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let ticker = create(
+        &mut s.c,
+        &pod,
+        &pc,
+        container_config(
+            "ticker",
+            &s.image,
+            "while true; do echo tick; sleep 0.1; done",
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut s.c, &ticker).await;
+    let doomed_pc = pod_config("doomed", s.logs.path(), vec![]);
+    let doomed = run_pod(&mut s.c, &doomed_pc).await.unwrap();
+    let doomed_ip = pstatus(&mut s.c, &doomed).await.network.unwrap().ip;
+    let log = s.logs.path().join("ticker/0.log");
+    wait_until("ticks", Duration::from_secs(10), || log_lines(&log) > 2);
+
+    // SIGKILL: no chance to clean up. While it is down, the second pod's
+    // infra dies too.
+    s.d.kill9();
+    let infra: i32 = {
+        let ps = std::process::Command::new("pgrep")
+            .args(["-f", "^/pause$"])
+            .output()
+            .unwrap();
+        let pids: Vec<i32> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        // The doomed pod's infra: the one whose network namespace holds its IP.
+        *pids
+            .iter()
+            .find(|p| {
+                std::process::Command::new("nsenter")
+                    .args(["-t", &p.to_string(), "-n", "ip", "-4", "addr"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&doomed_ip))
+            })
+            .expect("the doomed pod's infra process")
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(infra),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let before = log_lines(&log);
+    wait_until(
+        "ticks while the daemon is down",
+        Duration::from_secs(10),
+        || log_lines(&log) > before + 2,
+    );
+    s.d.respawn();
+    s.c = Cri::connect(&cri::socket(&s.d)).await;
+
+    // The living pod and its container are as they were, and usable.
+    assert_eq!(
+        pstatus(&mut s.c, &pod).await.state,
+        pb::PodSandboxState::SandboxReady as i32
+    );
+    assert_eq!(
+        cstatus(&mut s.c, &ticker).await.state,
+        pb::ContainerState::ContainerRunning as i32
+    );
+    let out = exec(&mut s.c, &ticker, &["echo", "still here"], 5)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+    let n = log_lines(&log);
+    wait_until("ticks after the restart", Duration::from_secs(10), || {
+        log_lines(&log) > n + 2
+    });
+    // The dead one is not ready, and its network was torn down from the
+    // recorded result.
+    assert_eq!(
+        pstatus(&mut s.c, &doomed).await.state,
+        pb::PodSandboxState::SandboxNotready as i32
+    );
+    assert!(
+        !iptables().contains(&doomed),
+        "the dead pod's rules are still there"
+    );
+    assert!(!s
+        .d
+        .dir()
+        .join("state/cri/pods")
+        .join(&doomed)
+        .join("netns")
+        .exists());
+
+    // Stop and remove work as before.
+    s.c.rt
+        .stop_container(pb::StopContainerRequest {
+            container_id: ticker.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cstatus(&mut s.c, &ticker).await.state,
+        pb::ContainerState::ContainerExited as i32
+    );
+    for id in [pod, doomed] {
+        s.c.rt
+            .remove_pod_sandbox(pb::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+    assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
+    let rules = iptables();
+    assert!(
+        rules
+            .lines()
+            .all(|l| !l.contains("berth-cri") || !l.contains("10.91.3.")),
+        "{rules}"
+    );
 }

@@ -138,6 +138,12 @@ fn serve(config: Config) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrives once the sockets listen
+        // (a service manager may send one at any time) must stop the
+        // daemon cleanly, not kill it with the default action.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
         let socket = config.socket();
         let m = Arc::new(
             Manager::open(config)
@@ -190,15 +196,7 @@ fn serve(config: Config) -> Result<()> {
             }
         };
         tokio::pin!(server);
-        let signalled = async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                std::future::pending::<()>().await;
-                return;
-            };
+        let signalled = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}

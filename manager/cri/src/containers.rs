@@ -686,3 +686,85 @@ pub fn follow_exits(cri: Arc<Cri>) {
         }
     });
 }
+
+/// The OCI `linux.resources` a CRI resources message asks for (only what
+/// it sets).
+pub fn resources_json(r: &cri::LinuxContainerResources) -> serde_json::Value {
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), r.cpu_shares.into());
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), r.cpu_quota.into());
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), r.cpu_period.into());
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+    let mut v = serde_json::Map::new();
+    if !cpu.is_empty() {
+        v.insert("cpu".into(), cpu.into());
+    }
+    if r.memory_limit_in_bytes > 0 {
+        v.insert(
+            "memory".into(),
+            serde_json::json!({ "limit": r.memory_limit_in_bytes }),
+        );
+    }
+    v.into()
+}
+
+/// Changes a container's CPU and memory limits: in its cgroup now (when it
+/// runs) and in its stored spec, so a later start keeps them.
+pub async fn update_resources(
+    cri: &Arc<Cri>,
+    req: cri::UpdateContainerResourcesRequest,
+) -> Result<(), CriError> {
+    let (rec, _) = store::find::<ContainerMeta>(&cri.m, KIND, &req.container_id)?;
+    let Some(r) = req.linux else {
+        return Ok(());
+    };
+    let res = resources_json(&r);
+    if let Ok(h) = cri.m.tasks.get(NAMESPACE, &rec.id) {
+        let mut c = h.client;
+        c.update(shim::UpdateRequest {
+            id: rec.id.clone(),
+            resources_json: serde_json::to_vec(&res).unwrap_or_default(),
+        })
+        .await
+        .map_err(|e| {
+            CriError::core(format!("updating container {}", rec.id))(task::TaskError::Shim(e))
+        })?;
+    }
+    container::update_labels(&cri.m, NAMESPACE, &rec.id, |c| {
+        let target = &mut c.spec["linux"]["resources"];
+        if let (Some(t), Some(new)) = (target.as_object_mut(), res.as_object()) {
+            for (k, v) in new {
+                match (t.get_mut(k).and_then(|x| x.as_object_mut()), v.as_object()) {
+                    (Some(old), Some(newer)) => {
+                        for (kk, vv) in newer {
+                            old.insert(kk.clone(), vv.clone());
+                        }
+                    }
+                    _ => {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    })
+    .map_err(CriError::core(format!(
+        "recording the resources of {}",
+        rec.id
+    )))?;
+    store::update::<ContainerMeta>(&cri.m, &rec.id, |m| {
+        if let Some(l) = m.config.linux.as_mut() {
+            l.resources = Some(r.clone());
+        }
+    })
+}

@@ -13,6 +13,7 @@ mod pause;
 mod runtime;
 mod sandbox;
 mod security;
+mod stats;
 mod store;
 
 use std::sync::Arc;
@@ -33,6 +34,11 @@ pub struct Cri {
     /// Held while a pod is made, so two RunPodSandbox calls for the same
     /// pod cannot both pass the duplicate check.
     pub(crate) pods_lock: tokio::sync::Mutex<()>,
+    /// The previous CPU samples, for usage rates.
+    pub(crate) rates: stats::Rates,
+    /// The pod CIDR the kubelet gave (UpdateRuntimeConfig): berth's
+    /// default pod network takes its addresses from it.
+    pub(crate) pod_cidr: std::sync::Mutex<Option<String>>,
 }
 
 impl Cri {
@@ -40,6 +46,8 @@ impl Cri {
         Arc::new(Self {
             m,
             pods_lock: Default::default(),
+            rates: Default::default(),
+            pod_cidr: Default::default(),
         })
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::error::OrStatus;
-use crate::{containers, cri, sandbox, Cri};
+use crate::{containers, cri, sandbox, stats, Cri};
 
 pub(crate) struct Service(pub Arc<Cri>);
 
@@ -147,9 +147,12 @@ impl cri::runtime_service_server::RuntimeService for Service {
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(todo("UpdateContainerResources"))
+        containers::update_resources(&self.0, req.into_inner())
+            .await
+            .status()?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -196,37 +199,60 @@ impl cri::runtime_service_server::RuntimeService for Service {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(todo("ContainerStats"))
+        let stats = stats::container(&self.0, &req.into_inner().container_id)
+            .await
+            .status()?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(todo("ListContainerStats"))
+        let stats = stats::list_containers(&self.0, req.into_inner().filter)
+            .await
+            .status()?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(todo("PodSandboxStats"))
+        let stats = stats::pod(&self.0, &req.into_inner().pod_sandbox_id)
+            .await
+            .status()?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(todo("ListPodSandboxStats"))
+        let stats = stats::list_pods(&self.0, req.into_inner().filter)
+            .await
+            .status()?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
         &self,
-        _: Request<cri::UpdateRuntimeConfigRequest>,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        Err(todo("UpdateRuntimeConfig"))
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        sandbox::set_pod_cidr(&self.0, &cidr).status()?;
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn status(

@@ -95,6 +95,12 @@ pub fn cgroup_parent(c: &cri::PodSandboxConfig) -> Result<String, CriError> {
 /// berth's pod network when the CNI directory holds none.
 fn default_list(cri: &Cri) -> NetworkList {
     let c = &cri.m.config.cri;
+    let subnet = cri
+        .pod_cidr
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| c.subnet.clone());
     NetworkList {
         name: "berth-cri".into(),
         cni_version: "1.0.0".into(),
@@ -107,7 +113,7 @@ fn default_list(cri: &Cri) -> NetworkList {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{ "subnet": c.subnet }]],
+                    "ranges": [[{ "subnet": subnet }]],
                     "routes": [{ "dst": "0.0.0.0/0" }],
                     "dataDir": cri.m.config.state.join("cri").join("ipam"),
                 },
@@ -115,6 +121,24 @@ fn default_list(cri: &Cri) -> NetworkList {
             json!({ "type": "portmap", "capabilities": { "portMappings": true } }),
         ],
     }
+}
+
+/// Records the kubelet's pod CIDR for berth's default network (an empty
+/// one is ignored, as containerd does).
+pub fn set_pod_cidr(cri: &Cri, cidr: &str) -> Result<(), CriError> {
+    if cidr.is_empty() {
+        return Ok(());
+    }
+    let ok = cidr.split_once('/').is_some_and(|(ip, len)| {
+        ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+    });
+    if !ok {
+        return Err(CriError::InvalidArgument(format!(
+            "pod CIDR {cidr:?} is not a CIDR"
+        )));
+    }
+    *cri.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = Some(cidr.to_owned());
+    Ok(())
 }
 
 /// The network pods get: the CNI directory's first list, else berth's.
