@@ -957,3 +957,107 @@ async fn pods_outlive_a_killed_daemon() {
         "{rules}"
     );
 }
+
+#[tokio::test]
+async fn devices_memory_limits_and_log_rotation() {
+    let mut s = setup(4).await;
+    let pc = pod_config("limits", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+
+    // A host device under another name, read-write but no mknod.
+    let mut dev = container_config(
+        "dev",
+        &s.image,
+        "ls -l /dev/mynull; echo x > /dev/mynull && echo wrote; exec sleep 1000",
+    );
+    dev.devices = vec![pb::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let dev = create(&mut s.c, &pod, &pc, dev).await.unwrap();
+    start(&mut s.c, &dev).await;
+    let log = s.logs.path().join("dev/0.log");
+    wait_until("the device check", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stdout F wrote"))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("stdout F crw-rw-rw-") && text.contains("1,   3"),
+        "{text}"
+    );
+    // A device that is not one is refused at create.
+    let mut notdev = container_config("notdev", &s.image, "true");
+    notdev.devices = vec![pb::Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "rw".into(),
+    }];
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, notdev).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(
+        msg.contains("/etc/hostname") && msg.contains("not a character or block device"),
+        "{msg}"
+    );
+
+    // Over its memory limit the kernel kills it: OOMKilled, 137.
+    let mut hog = container_config(
+        "hog",
+        &s.image,
+        "dd if=/dev/zero of=/dev/null bs=128M count=1",
+    );
+    hog.linux.as_mut().unwrap().resources = Some(pb::LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let hog = create(&mut s.c, &pod, &pc, hog).await.unwrap();
+    start(&mut s.c, &hog).await;
+    let st = wait_exited(&mut s.c, &hog).await;
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    // The OOM event may trail the exit a little.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut st = st;
+    while st.reason != "OOMKilled" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        st = cstatus(&mut s.c, &hog).await;
+    }
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+
+    // The kubelet rotates a log by renaming it, then asks for a reopen.
+    let ticker = create(
+        &mut s.c,
+        &pod,
+        &pc,
+        container_config(
+            "ticker",
+            &s.image,
+            "while true; do echo tick; sleep 0.05; done",
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut s.c, &ticker).await;
+    let tlog = s.logs.path().join("ticker/0.log");
+    wait_until("ticks", Duration::from_secs(10), || log_lines(&tlog) > 2);
+    let rotated = s.logs.path().join("ticker/0.log.1");
+    std::fs::rename(&tlog, &rotated).unwrap();
+    s.c.rt
+        .reopen_container_log(pb::ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .unwrap();
+    wait_until("ticks in the new file", Duration::from_secs(10), || {
+        log_lines(&tlog) > 2
+    });
+    let frozen = log_lines(&rotated);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log_lines(&rotated), frozen, "the old file still grows");
+
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

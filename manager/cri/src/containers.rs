@@ -171,11 +171,15 @@ fn options(
             propagation: propagation(mt.propagation).into(),
         });
     }
-    if !c.devices.is_empty() {
-        return Err(CriError::Unsupported(
-            "devices in a container config".into(),
-        ));
-    }
+    p.devices = c
+        .devices
+        .iter()
+        .map(|d| berth_core::spec::Device {
+            host_path: d.host_path.clone(),
+            container_path: d.container_path.clone(),
+            permissions: d.permissions.clone(),
+        })
+        .collect();
     let caps = sc.capabilities.clone().unwrap_or_default();
     let (entrypoint_set, entrypoint, args) = if c.command.is_empty() {
         (false, vec![], c.args.clone())

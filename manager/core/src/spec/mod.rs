@@ -41,6 +41,8 @@ pub enum SpecError {
     BadCpus(f64),
     #[error("building the spec: {0}")]
     Build(#[from] oci_spec::OciSpecError),
+    #[error("device {path}: {why}")]
+    BadDevice { path: String, why: String },
     #[error("namespace type {0:?} cannot be joined: use network, ipc, uts or pid")]
     BadNamespace(String),
     #[error("the seccomp profile is not a valid OCI seccomp object: {0}")]
@@ -120,6 +122,18 @@ pub struct PodOptions {
     pub seccomp: Seccomp,
     /// Supplementary groups added to the user's own.
     pub additional_gids: Vec<u32>,
+    /// Host devices made in the container (and allowed by its device
+    /// cgroup).
+    pub devices: Vec<Device>,
+}
+
+/// A host device node given to the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Device {
+    pub host_path: String,
+    pub container_path: String,
+    /// Cgroup access: some of `r`, `w`, `m`; `rwm` when empty.
+    pub permissions: String,
 }
 
 /// The seccomp filter a container gets.

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp,
-    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder,
-    Spec, UserBuilder,
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    Process, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::{
@@ -80,6 +80,7 @@ pub fn build(i: &Inputs<'_>, caps: &[String]) -> Result<Spec, SpecError> {
         ));
     }
     security(&mut linux, o, caps)?;
+    devices(&mut linux, &o.pod.devices)?;
     spec.set_linux(Some(linux));
     spec.set_annotations(Some(annotations(i, network)));
     Ok(spec)
@@ -393,6 +394,80 @@ fn security(
         let profile: LinuxSeccomp = serde_json::from_value(crate::seccomp::default_profile(caps))
             .map_err(SpecError::Seccomp)?;
         linux.set_seccomp(Some(profile));
+    }
+    Ok(())
+}
+
+/// Host device nodes: made in the container with the host node's type,
+/// numbers and mode, and allowed in its device cgroup with the
+/// permissions asked for. Anything but a character or block device is
+/// refused.
+fn devices(linux: &mut oci_spec::runtime::Linux, given: &[super::Device]) -> Result<(), SpecError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if given.is_empty() {
+        return Ok(());
+    }
+    let mut nodes = linux.devices().clone().unwrap_or_default();
+    let mut rules = Vec::new();
+    for d in given {
+        let bad = |why: String| SpecError::BadDevice {
+            path: d.host_path.clone(),
+            why,
+        };
+        if !d.container_path.starts_with('/') {
+            return Err(bad(format!(
+                "container path {:?} is not absolute",
+                d.container_path
+            )));
+        }
+        let access = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            d.permissions.as_str()
+        };
+        if !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(bad(format!("permissions {access:?}: use r, w and m")));
+        }
+        let md = std::fs::metadata(&d.host_path).map_err(|e| bad(e.to_string()))?;
+        let ft = md.file_type();
+        let typ = if ft.is_char_device() {
+            LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            return Err(bad("not a character or block device".into()));
+        };
+        let rdev = md.rdev();
+        let (major, minor) = (
+            i64::from(nix::sys::stat::major(rdev) as u32),
+            i64::from(nix::sys::stat::minor(rdev) as u32),
+        );
+        nodes.push(
+            LinuxDeviceBuilder::default()
+                .path(d.container_path.as_str())
+                .typ(typ)
+                .major(major)
+                .minor(minor)
+                .file_mode(md.mode() & 0o777)
+                .uid(0u32)
+                .gid(0u32)
+                .build()?,
+        );
+        rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(typ)
+                .major(major)
+                .minor(minor)
+                .access(access)
+                .build()?,
+        );
+    }
+    linux.set_devices(Some(nodes));
+    if let Some(r) = linux.resources_mut() {
+        let mut all = r.devices().clone().unwrap_or_default();
+        all.extend(rules);
+        r.set_devices(Some(all));
     }
     Ok(())
 }

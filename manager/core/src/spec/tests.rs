@@ -296,6 +296,80 @@ fn pod_options_shape_the_spec() {
         serde_json::json!(["rbind", "rslave", "ro"])
     );
 
+    // A host device: made with the host node's numbers, allowed last.
+    let with_dev = Options {
+        pod: PodOptions {
+            devices: vec![Device {
+                host_path: "/dev/null".into(),
+                container_path: "/dev/xnull".into(),
+                permissions: "rw".into(),
+            }],
+            ..Default::default()
+        },
+        ..opts()
+    };
+    let ids0 = || Ids {
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![],
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&golden_spec("dev", &img, &with_dev, ids0(), &[])).unwrap();
+    let node = &v["linux"]["devices"][0];
+    assert_eq!(
+        (
+            node["path"].as_str(),
+            node["type"].as_str(),
+            node["major"].as_i64(),
+            node["minor"].as_i64()
+        ),
+        (Some("/dev/xnull"), Some("c"), Some(1), Some(3)),
+        "{node}"
+    );
+    let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+    assert_eq!(rules[0]["allow"], false, "deny all first");
+    let last = rules.last().unwrap();
+    assert_eq!(
+        (last["allow"].as_bool(), last["access"].as_str()),
+        (Some(true), Some("rw"))
+    );
+    for (host, perms) in [
+        ("/etc/hostname", "rw"),
+        ("/dev/null", "rwx"),
+        ("/no/such", ""),
+    ] {
+        let o = Options {
+            pod: PodOptions {
+                devices: vec![Device {
+                    host_path: host.into(),
+                    container_path: "/dev/x".into(),
+                    permissions: perms.into(),
+                }],
+                ..Default::default()
+            },
+            ..opts()
+        };
+        let e = generate(&Inputs {
+            namespace: "default",
+            cgroup_parent: "/berth",
+            id: "c",
+            image: &img,
+            options: &o,
+            ids: ids0(),
+            etc: EtcFiles {
+                hosts: Path::new("/h"),
+                resolv_conf: Path::new("/r"),
+                hostname: Path::new("/n"),
+            },
+            volumes: &[],
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, SpecError::BadDevice { .. }),
+            "{host} {perms}: {e}"
+        );
+    }
+
     let bad = Options {
         pod: PodOptions {
             join: vec![("user".into(), "/proc/1/ns/user".into())],
