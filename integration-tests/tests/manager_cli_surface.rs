@@ -142,9 +142,10 @@ fn namespaces_create_list_use_and_remove() {
     let table = d.ok(&["namespaces"]);
     assert_eq!(table.lines().next(), Some("NAME"), "{table}");
     assert!(table.lines().any(|l| l == "team"), "{table}");
-    // Creating it again is not an error (berth merges labels; containerd
-    // would answer AlreadyExists), and it is still listed once.
-    d.ok(&["namespaces", "create", "team"]);
+    // Creating it again is refused, as containerd refuses it, and it is
+    // still listed once.
+    let again = d.fails(&["namespaces", "create", "team"]);
+    assert!(again.contains("already exists"), "{again}");
     let listed = names(&d.json(&["namespaces", "--json"]));
     assert_eq!(
         listed.iter().filter(|n| *n == "team").count(),

@@ -132,6 +132,7 @@ impl Kind for NamespaceError {
         match self {
             NamespaceError::Invalid { .. } => InvalidArgument,
             NamespaceError::NotFound(_) => NotFound,
+            NamespaceError::AlreadyExists(_) => AlreadyExists,
             NamespaceError::NotEmpty { .. } => FailedPrecondition,
             NamespaceError::Metadata(e) => e.kind(),
         }

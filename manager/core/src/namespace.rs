@@ -22,6 +22,8 @@ pub enum NamespaceError {
     },
     #[error("namespace {0:?} not found")]
     NotFound(String),
+    #[error("namespace {0:?} already exists")]
+    AlreadyExists(String),
     #[error("namespace {name:?} is not empty: it still has {what}")]
     NotEmpty { name: String, what: &'static str },
     #[error(transparent)]
@@ -53,12 +55,16 @@ pub fn create(
     labels: BTreeMap<String, String>,
 ) -> Result<(), NamespaceError> {
     validate(name)?;
+    // As containerd: creating a namespace that exists is an error (a
+    // script learns its name is taken); labels change through an update.
     meta.write(|tx| -> Result<(), NamespaceError> {
-        let mut rec = tx
+        if tx
             .get::<NamespaceRecord>(Table::Namespaces, name)?
-            .unwrap_or_default();
-        rec.labels.extend(labels);
-        tx.put(Table::Namespaces, name, &rec)?;
+            .is_some()
+        {
+            return Err(NamespaceError::AlreadyExists(name.to_owned()));
+        }
+        tx.put(Table::Namespaces, name, &NamespaceRecord { labels })?;
         Ok(())
     })
 }
