@@ -19,6 +19,7 @@ const PROTOS: &[&str] = &[
     "proto/berth/manager/v1/containers.proto",
     "proto/berth/manager/v1/tasks.proto",
     "proto/berth/manager/v1/events.proto",
+    "proto/berth/manager/v1/networks.proto",
 ];
 
 fn find_protoc() -> Option<PathBuf> {

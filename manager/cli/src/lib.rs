@@ -5,6 +5,7 @@
 
 mod containers;
 mod images;
+mod network;
 mod observe;
 mod stores;
 mod terminal;
@@ -193,6 +194,15 @@ enum Command {
     /// Remove content and snapshots no image, container or lease holds.
     #[command(after_help = "Examples:\n  berth gc\n  berth gc --json")]
     Gc(JsonFlag),
+    /// Manage networks: create, ls, inspect, rm.
+    Network(network::NetworkArgs),
+    /// List a container's published ports (or the host side of one).
+    #[command(after_help = "Examples:\n  berth port web\n  berth port web 80/tcp")]
+    Port {
+        id: String,
+        /// PORT[/PROTO], e.g. 80 or 53/udp.
+        port: Option<String>,
+    },
     /// Show the client's and the daemon's versions.
     #[command(after_help = "Examples:\n  berth version")]
     Version,
@@ -289,6 +299,9 @@ impl Client {
     }
     fn tasks(&self) -> pb::tasks_client::TasksClient<Intercepted> {
         pb::tasks_client::TasksClient::with_interceptor(self.channel.clone(), self.ns.clone())
+    }
+    fn networks(&self) -> pb::networks_client::NetworksClient<Intercepted> {
+        pb::networks_client::NetworksClient::with_interceptor(self.channel.clone(), self.ns.clone())
     }
     fn events(&self) -> pb::events_client::EventsClient<Intercepted> {
         pb::events_client::EventsClient::with_interceptor(self.channel.clone(), self.ns.clone())
@@ -419,6 +432,8 @@ fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
             Command::Content(a) => stores::content(&c, a).await,
             Command::Namespaces(a) => stores::namespaces(&c, a).await,
             Command::Gc(j) => stores::gc(&c, j.json).await,
+            Command::Network(a) => network::network(&c, a).await,
+            Command::Port { id, port } => network::port(&c, &id, port.as_deref()).await,
             Command::Version => {
                 let v = c
                     .version()

@@ -42,7 +42,11 @@ pub async fn inspect(c: &Client, ids: Vec<String>) -> Result<()> {
             Err(e) if e.code() == tonic::Code::NotFound => serde_json::Value::Null,
             Err(e) => return Err(rpc(e)),
         };
+        let network = crate::network::endpoints(c, &id).await?.remove(&id);
+        let (net_settings, host_config) = network_shape(&spec, network.as_ref());
         out.push(json!({
+            "NetworkSettings": net_settings,
+            "HostConfig": host_config,
             "id": ct.id,
             "image": ct.image,
             "snapshotter": ct.snapshotter,
@@ -56,6 +60,91 @@ pub async fn inspect(c: &Client, ids: Vec<String>) -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// docker's `NetworkSettings` (from the running task's network) and
+/// `HostConfig` (`NetworkMode`, `PortBindings` as requested).
+fn network_shape(
+    spec: &serde_json::Value,
+    ep: Option<&pb::Endpoint>,
+) -> (serde_json::Value, serde_json::Value) {
+    let ann = &spec["annotations"];
+    let mode = if let Some(n) = ann["berth.io/network-name"].as_str() {
+        n.to_owned()
+    } else if ann["berth.io/network"] == "bridge" {
+        "bridge".to_owned()
+    } else if spec["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n["type"] == "network"))
+    {
+        "none".to_owned()
+    } else {
+        "host".to_owned()
+    };
+    let mut bindings = serde_json::Map::new();
+    let requested: Vec<serde_json::Value> = ann["berth.io/ports"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    for r in requested {
+        let key = format!(
+            "{}/{}",
+            r["container_port"],
+            r["protocol"].as_str().unwrap_or("tcp")
+        );
+        let (a, b) = (
+            r["host_ports"][0].as_u64().unwrap_or(0),
+            r["host_ports"][1].as_u64().unwrap_or(0),
+        );
+        let port = match (a, b) {
+            (0, _) => String::new(),
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}-{b}"),
+        };
+        if let Some(v) = bindings
+            .entry(key)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            v.push(json!({ "HostIp": r["host_ip"].as_str().unwrap_or(""), "HostPort": port }));
+        }
+    }
+    let mut ports = serde_json::Map::new();
+    let mut networks = serde_json::Map::new();
+    if let Some(e) = ep {
+        for p in &e.ports {
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                p.host_ip.as_str()
+            };
+            if let Some(v) = ports
+                .entry(format!("{}/{}", p.container_port, p.protocol))
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+            {
+                v.push(json!({ "HostIp": ip, "HostPort": p.host_port.to_string() }));
+            }
+        }
+        networks.insert(
+            e.network.clone(),
+            json!({
+                "IPAddress": e.ip_address, "IPPrefixLen": e.prefix_len,
+                "Gateway": e.gateway, "MacAddress": e.mac_address, "Aliases": e.aliases,
+            }),
+        );
+    }
+    let settings = json!({
+        "IPAddress": ep.map(|e| e.ip_address.clone()).unwrap_or_default(),
+        "Gateway": ep.map(|e| e.gateway.clone()).unwrap_or_default(),
+        "MacAddress": ep.map(|e| e.mac_address.clone()).unwrap_or_default(),
+        "Ports": ports,
+        "Networks": networks,
+    });
+    (
+        settings,
+        json!({ "NetworkMode": mode, "PortBindings": bindings }),
+    )
 }
 
 fn describe(e: &Event) -> String {

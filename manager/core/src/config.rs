@@ -55,6 +55,14 @@ certs_dir = "/etc/berth/certs.d"
 cni_path = "/usr/lib/cni"
 bridge = "berth0"
 subnet = "10.89.0.0/24"
+# The network of a container that names none (`run` without --net or
+# -p): host, or bridge as docker does. -p alone means bridge.
+default_network = "host"
+# `berth network create` without --subnet takes a free /24 of this pool
+# (one no network and no host route uses). For a root other than the
+# default one, the bridge network above gets one too (and its bridge is
+# berth-<hash of the root>) unless bridge and subnet are set here.
+pool = "10.94.0.0/16"
 
 [cri]
 # The Kubernetes CRI (runtime.v1) for a kubelet or crictl, served beside

@@ -279,6 +279,7 @@ impl Kind for TaskError {
             TaskError::Shim(s) => from_shim(s.code()),
             TaskError::ShimStart { .. } | TaskError::Io { .. } => Internal,
             TaskError::Network(e) => e.kind(),
+            TaskError::Net(e) => e.kind(),
             TaskError::BadExec(_) => InvalidArgument,
         }
     }

@@ -42,6 +42,8 @@ pub enum TaskError {
     },
     #[error("bridge network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Net(#[from] crate::network::NetError),
     #[error("exec: {0}")]
     BadExec(String),
 }
@@ -189,7 +191,7 @@ pub async fn create(
     let mounts = m.snapshots.mounts(ns, driver, &rec.snapshot_key)?;
     // Last before the shim, so every failure from here on ends in
     // cleanup_bundle, which also releases the network.
-    if let Err(e) = write_config(m, id, &rec.spec, &bundle).await {
+    if let Err(e) = write_config(m, ns, id, &rec.spec, &bundle).await {
         cleanup_bundle(&bundle).await;
         return Err(e);
     }
@@ -309,23 +311,26 @@ fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Writes `config.json`, joining the task first to a bridge network of
-/// its own when the spec asks for one.
+/// Writes `config.json`, joining the task first to its bridge network
+/// when the spec asks for one (`crate::network`: namespace, address,
+/// published ports, NAT, hosts files).
 async fn write_config(
     m: &Arc<Manager>,
+    ns: &str,
     id: &str,
     spec: &serde_json::Value,
     bundle: &Path,
 ) -> Result<(), TaskError> {
     let mut spec = spec.clone();
     if crate::network::wanted(&spec) {
-        let (net, state, b, cid) = (
-            m.config.network.clone(),
-            m.config.state.clone(),
+        let (cfg, s, b, ns2, cid) = (
+            m.config.clone(),
+            spec.clone(),
             bundle.to_path_buf(),
+            ns.to_owned(),
             id.to_owned(),
         );
-        tokio::task::spawn_blocking(move || crate::network::attach(&net, &state, &b, &cid))
+        tokio::task::spawn_blocking(move || crate::network::attach(&cfg, &s, &b, &ns2, &cid))
             .await
             .map_err(|e| TaskError::Io {
                 path: bundle.display().to_string(),
@@ -552,6 +557,8 @@ pub async fn recover(m: &Arc<Manager>) -> usize {
     let base = m.config.state.join("tasks");
     let mut found = 0;
     let Ok(namespaces) = std::fs::read_dir(&base) else {
+        let cfg = m.config.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::network::recover(&cfg)).await;
         return 0;
     };
     for nsd in namespaces.flatten() {
@@ -580,6 +587,10 @@ pub async fn recover(m: &Arc<Manager>) -> usize {
             }
         }
     }
+    // Dead tasks' networks are gone by now: finish interrupted network
+    // removals and bring hosts files up to date.
+    let cfg = m.config.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::network::recover(&cfg)).await;
     found
 }
 

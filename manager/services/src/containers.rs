@@ -25,9 +25,18 @@ fn to_pb(r: ContainerRecord) -> pb::Container {
     }
 }
 
-fn create_request(r: pb::CreateContainerRequest) -> container::CreateRequest {
+/// The create request in the core's terms; the network options (a
+/// network's name, -p, -P, aliases) go through `network::prepare_options`.
+#[allow(clippy::result_large_err)]
+fn create_request(
+    m: &Manager,
+    ns: &str,
+    r: pb::CreateContainerRequest,
+) -> Result<container::CreateRequest, Status> {
     let o = r.options.unwrap_or_default();
-    container::CreateRequest {
+    let (publish, publish_all, aliases) =
+        (o.publish.clone(), o.publish_all, o.network_aliases.clone());
+    let mut req = container::CreateRequest {
         id: r.id,
         image: r.image,
         snapshotter: r.snapshotter,
@@ -65,7 +74,21 @@ fn create_request(r: pb::CreateContainerRequest) -> container::CreateRequest {
         spec: (!r.spec.is_empty()).then_some(r.spec),
         labels: r.labels.into_iter().collect(),
         runtime: (!r.runtime.is_empty()).then_some(r.runtime),
+    };
+    // A caller's own spec is taken as it is.
+    if req.spec.is_none() {
+        berth_core::network::prepare_options(
+            m,
+            ns,
+            &req.image,
+            &mut req.options,
+            &publish,
+            publish_all,
+            &aliases,
+        )
+        .status()?;
     }
+    Ok(req)
 }
 
 #[tonic::async_trait]
@@ -75,9 +98,8 @@ impl pb::containers_server::Containers for Service {
         req: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&req)?;
-        let rec = container::create(&self.0, &ns, create_request(req.into_inner()))
-            .await
-            .status()?;
+        let creq = create_request(&self.0, &ns, req.into_inner())?;
+        let rec = container::create(&self.0, &ns, creq).await.status()?;
         self.0.events.emit(
             &ns,
             topics::CONTAINER_CREATE,

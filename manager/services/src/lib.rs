@@ -6,6 +6,7 @@ mod events;
 mod images;
 mod leases;
 mod namespaces;
+mod networks;
 mod snapshots;
 mod tasks;
 
@@ -80,6 +81,9 @@ pub async fn serve(
             containers::Service(m.clone()),
         ))
         .add_service(pb::tasks_server::TasksServer::new(tasks::Service(
+            m.clone(),
+        )))
+        .add_service(pb::networks_server::NetworksServer::new(networks::Service(
             m.clone(),
         )))
         .add_service(pb::events_server::EventsServer::new(events::Service(m)))

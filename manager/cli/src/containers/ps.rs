@@ -51,6 +51,12 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<()> {
         .into_iter()
         .map(|t| (t.id.clone(), t))
         .collect();
+    let eps = crate::network::endpoints(c, "").await?;
+    let ports_of = |id: &str| -> Vec<String> {
+        eps.get(id)
+            .map(|e| e.ports.iter().map(crate::network::describe).collect())
+            .unwrap_or_default()
+    };
     let rows: Vec<_> = containers
         .into_iter()
         .filter(|ct| {
@@ -71,6 +77,7 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<()> {
                     "status": t.map(|t| status_name(t.status)).unwrap_or("created"),
                     "pid": t.map(|t| t.pid), "exitStatus": t.map(|t| t.exit_status),
                     "createdAt": ct.created_at, "labels": ct.labels,
+                    "ports": ports_of(&ct.id),
                 })
             })
             .collect();
@@ -86,8 +93,8 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<40} {:<24} {:<12} CREATED",
-        "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
+        "{:<20} {:<40} {:<24} {:<12} {:<16} PORTS",
+        "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "CREATED"
     );
     for ct in rows {
         let spec: serde_json::Value = serde_json::from_slice(&ct.spec).unwrap_or_default();
@@ -111,14 +118,16 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<()> {
             cmd.truncate(21);
             cmd.push('…');
         }
-        println!(
-            "{:<20} {:<40} {:<24} {:<12} {}",
+        let line = format!(
+            "{:<20} {:<40} {:<24} {:<12} {:<16} {}",
             ct.id,
             ct.image,
             format!("\"{cmd}\""),
             status,
-            crate::age(ct.created_at)
+            crate::age(ct.created_at),
+            ports_of(&ct.id).join(", ")
         );
+        println!("{}", line.trim_end());
     }
     Ok(())
 }

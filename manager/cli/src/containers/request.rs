@@ -12,7 +12,9 @@ use super::session::SessionArgs;
 #[command(after_help = "Examples:
   berth run --rm busybox echo hello
   berth run -d --name web -e PORT=8080 busybox httpd -f -p 8080
-  berth run --rm -v /srv/data:/data:ro --memory 64m --cpus 0.5 busybox du -sh /data")]
+  berth run --rm -v /srv/data:/data:ro --memory 64m --cpus 0.5 busybox du -sh /data
+  berth run -d -p 8080:80 --name web busybox httpd -f -p 80
+  berth run -d --net mynet --network-alias db busybox sleep 1d")]
 pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
@@ -68,10 +70,23 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
-    /// Network: host (default), bridge (a CNI bridge network with an address
-    /// of its own) or none.
-    #[arg(long, default_value = "host")]
-    net: String,
+    /// Network: host (the daemon's default_network, host unless
+    /// configured), bridge (a CNI bridge network with an address of its
+    /// own and outbound NAT), none, or a network from `berth network ls`.
+    #[arg(long, visible_alias = "network")]
+    net: Option<String>,
+    /// Publish a container port on the host (docker's forms, repeatable):
+    /// 8080:80, 127.0.0.1:8080:80, 127.0.0.1::80, 80 (a free host port),
+    /// with /tcp or /udp and ranges (8000-8001:80-81). Implies --net bridge
+    /// when no network is named.
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes on free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Another name of the container on its user network (repeatable).
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
     /// Hostname inside the container.
     #[arg(long)]
     hostname: Option<String>,
@@ -202,11 +217,14 @@ impl RunArgs {
             cpus: self.cpus.unwrap_or(0.0),
             pids_limit: self.pids_limit.unwrap_or(0),
             readonly_rootfs: self.read_only,
-            network: self.net.clone(),
+            network: self.net.clone().unwrap_or_default(),
             hostname: self.hostname.clone().unwrap_or_default(),
             terminal: self.session.tty,
             stdin: self.session.interactive,
             cgroup_parent: self.cgroup_parent.clone().unwrap_or_default(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
+            network_aliases: self.network_alias.clone(),
         };
         let mut labels = HashMap::new();
         if berth_proto::labels::RestartPolicy::parse(&self.restart).is_none() {
@@ -259,6 +277,36 @@ mod tests {
         assert_eq!((req.id.as_str(), req.image.as_str()), ("c", "busybox"));
         assert!(options.terminal && !options.stdin);
         assert_eq!(options.args, ["sh"]);
+        assert!(options.network.is_empty() && options.publish.is_empty());
+    }
+
+    #[test]
+    fn publish_flags_reach_the_request() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "create",
+            "-p",
+            "8080:80",
+            "-p",
+            "53/udp",
+            "-P",
+            "--net",
+            "n",
+            "--network-alias",
+            "db",
+            "busybox",
+        ])
+        .unwrap();
+        let Command::Create(a) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        let o = a.request().unwrap().options.unwrap();
+        assert_eq!(o.publish, ["8080:80", "53/udp"]);
+        assert!(o.publish_all);
+        assert_eq!(
+            (o.network.as_str(), o.network_aliases.as_slice()),
+            ("n", &["db".to_owned()][..])
+        );
     }
 
     #[test]
