@@ -288,6 +288,20 @@ async fn a_pod_runs_as_a_kubelet_runs_it() {
     assert_eq!(&parts[1..], ["stdout", "F", "hello"], "{text}");
     assert!(parts[0].contains('T') && parts[0].ends_with('Z'), "{text}");
 
+    // One shim per pod: the container's task lives in its infra's shim.
+    let tasks = s.d.dir().join("state/tasks/k8s.io");
+    let shims: Vec<_> = std::fs::read_dir(&tasks)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("shim.pid").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(shims, vec![pod.clone()], "shims of the pod's tasks");
+    assert_eq!(
+        std::fs::read_to_string(tasks.join(&web).join("shim.host")).unwrap(),
+        pod
+    );
+
     // ExecSync: the container's env, the pod's hostname and DNS, exit code.
     let out = exec(
         &mut s.c,

@@ -281,6 +281,7 @@ impl Kind for TaskError {
             TaskError::Network(e) => e.kind(),
             TaskError::Net(e) => e.kind(),
             TaskError::BadExec(_) => InvalidArgument,
+            TaskError::HasGuests { .. } => FailedPrecondition,
         }
     }
 }

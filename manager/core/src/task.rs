@@ -46,6 +46,8 @@ pub enum TaskError {
     Net(#[from] crate::network::NetError),
     #[error("exec: {0}")]
     BadExec(String),
+    #[error("task {id:?} holds the shim of {guests:?}: delete those first")]
+    HasGuests { id: String, guests: Vec<String> },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
@@ -66,7 +68,14 @@ pub struct Handle {
     pub client: ShimClient<Channel>,
     pub bundle: PathBuf,
     pub log_path: String,
+    /// The task whose shim holds this one (a pod's container in its pod's
+    /// shim); `None` for a task with a shim of its own.
+    pub host: Option<String>,
 }
+
+/// In a task's bundle: the id of the task whose shim holds it, so a
+/// restarted manager knows the shim is shared.
+const HOST_FILE: &str = "shim.host";
 
 /// The live shims, by (namespace, container id).
 #[derive(Default)]
@@ -84,6 +93,18 @@ impl Registry {
             .get(&(ns.to_owned(), id.to_owned()))
             .cloned()
             .ok_or_else(|| TaskError::NotFound(id.to_owned()))
+    }
+
+    /// The tasks that live in the shim of task `id`.
+    pub fn guests(&self, ns: &str, id: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|((n, _), h)| n == ns && h.host.as_deref() == Some(id))
+            .map(|((_, g), _)| g.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     pub fn exists(&self, ns: &str, id: &str) -> bool {
@@ -154,6 +175,24 @@ pub async fn create(
     log_path: &str,
     start: bool,
 ) -> Result<Info, TaskError> {
+    create_in(m, ns, id, log_path, start, None).await
+}
+
+/// As [`create`], in the shim of the running task `host` when one is
+/// given instead of a shim of its own: one shim per pod, holding the pod's
+/// infra and all its containers (each with its own bundle).
+pub async fn create_in(
+    m: &Arc<Manager>,
+    ns: &str,
+    id: &str,
+    log_path: &str,
+    start: bool,
+    host: Option<&str>,
+) -> Result<Info, TaskError> {
+    let host_handle = match host {
+        Some(h) => Some(m.tasks.get(ns, h)?),
+        None => None,
+    };
     let rec = container::get(m, ns, id)?;
     if rec.label(container::STOPPED) {
         container::set_stopped(m, ns, id, false);
@@ -196,31 +235,16 @@ pub async fn create(
         return Err(e);
     }
 
-    let out = tokio::process::Command::new(m.config.shim_path())
-        .arg("start")
-        .args(shim_args(m, ns, id, &bundle, &rec.runtime))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| TaskError::ShimStart {
-            id: id.to_owned(),
-            reason: format!("{}: {e}", m.config.shim_path().display()),
-        })?;
-    if !out.status.success() {
-        cleanup_bundle(&bundle).await;
-        return Err(TaskError::ShimStart {
-            id: id.to_owned(),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let channel = berth_proto::transport::connect(&address)
-        .await
-        .map_err(|e| TaskError::ShimStart {
-            id: id.to_owned(),
-            reason: format!("connecting to {address}: {e}"),
-        })?;
-    let mut client = ShimClient::new(channel);
+    let mut client = match &host_handle {
+        Some(hh) => match join_shim(hh, &bundle) {
+            Ok(()) => hh.client.clone(),
+            Err(e) => {
+                cleanup_bundle(&bundle).await;
+                return Err(e);
+            }
+        },
+        None => start_shim(m, ns, id, &rec.runtime, &bundle).await?,
+    };
     let req = shim::CreateRequest {
         id: id.to_owned(),
         bundle: bundle.display().to_string(),
@@ -239,7 +263,9 @@ pub async fn create(
         start,
     };
     if let Err(e) = client.create(req).await {
-        let _ = client.shutdown(shim::ShutdownRequest { now: true }).await;
+        if host.is_none() {
+            let _ = client.shutdown(shim::ShutdownRequest { now: true }).await;
+        }
         cleanup_bundle(&bundle).await;
         return Err(shim_err(e));
     }
@@ -247,6 +273,7 @@ pub async fn create(
         client: client.clone(),
         bundle: bundle.clone(),
         log_path: log_path.clone(),
+        host: host.map(str::to_owned),
     };
     m.tasks.insert(ns, id, handle.clone());
     spawn_forwarder(m.clone(), ns.to_owned(), id.to_owned(), handle);
@@ -263,6 +290,58 @@ pub async fn create(
         state: st,
         log_path,
     })
+}
+
+/// Starts a shim of its own for task `id` and connects to it.
+async fn start_shim(
+    m: &Arc<Manager>,
+    ns: &str,
+    id: &str,
+    runtime: &str,
+    bundle: &Path,
+) -> Result<ShimClient<Channel>, TaskError> {
+    let out = tokio::process::Command::new(m.config.shim_path())
+        .arg("start")
+        .args(shim_args(m, ns, id, bundle, runtime))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| TaskError::ShimStart {
+            id: id.to_owned(),
+            reason: format!("{}: {e}", m.config.shim_path().display()),
+        })?;
+    if !out.status.success() {
+        cleanup_bundle(bundle).await;
+        return Err(TaskError::ShimStart {
+            id: id.to_owned(),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let channel = berth_proto::transport::connect(&address)
+        .await
+        .map_err(|e| TaskError::ShimStart {
+            id: id.to_owned(),
+            reason: format!("connecting to {address}: {e}"),
+        })?;
+    Ok(ShimClient::new(channel))
+}
+
+/// Records in a guest task's bundle where its (shared) shim is and whose
+/// it is, for a restarted manager to reconnect.
+fn join_shim(host: &Handle, bundle: &Path) -> Result<(), TaskError> {
+    let src = host.bundle.join("address");
+    let address = std::fs::read(&src).map_err(io_err(&src))?;
+    let host_id = host
+        .bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (name, data) in [("address", address), (HOST_FILE, host_id.into_bytes())] {
+        let p = bundle.join(name);
+        std::fs::write(&p, data).map_err(io_err(&p))?;
+    }
+    Ok(())
 }
 
 /// Whether `p` is a mount point (of any filesystem, bind mounts included).
@@ -380,9 +459,16 @@ pub async fn delete(
         return Ok(client.delete(req).await.map_err(shim_err)?.into_inner());
     }
     let id = req.id.clone();
+    // A shim's own task goes last: its bundle holds the shim's files.
+    let guests = m.tasks.guests(ns, &id);
+    if !guests.is_empty() {
+        return Err(TaskError::HasGuests { id, guests });
+    }
     let resp = client.delete(req).await.map_err(shim_err)?.into_inner();
     m.tasks.remove(ns, &id);
-    let _ = client.shutdown(shim::ShutdownRequest { now: false }).await;
+    if h.host.is_none() {
+        let _ = client.shutdown(shim::ShutdownRequest { now: false }).await;
+    }
     cleanup_bundle(&h.bundle).await;
     Ok(resp)
 }
@@ -476,6 +562,11 @@ fn spawn_forwarder(m: Arc<Manager>, ns: String, id: String, h: Handle) {
             };
             while let Ok(Some(mut e)) = stream.message().await {
                 after = e.seq;
+                // A shared shim reports every task it holds: each task's
+                // follower takes its own events.
+                if !concerns(&e, &id) {
+                    continue;
+                }
                 if e.namespace.is_empty() {
                     e.namespace = ns.clone();
                 }
@@ -510,6 +601,23 @@ fn spawn_forwarder(m: Arc<Manager>, ns: String, id: String, h: Handle) {
             }
         }
     });
+}
+
+/// Whether a shim event is about task `id`.
+fn concerns(e: &berth_proto::events::v1::Envelope, id: &str) -> bool {
+    let c = match &e.event {
+        Some(Event::TaskCreate(x)) => &x.container_id,
+        Some(Event::TaskStart(x)) => &x.container_id,
+        Some(Event::TaskExit(x)) => &x.container_id,
+        Some(Event::TaskOom(x)) => &x.container_id,
+        Some(Event::TaskExecAdded(x)) => &x.container_id,
+        Some(Event::TaskExecStarted(x)) => &x.container_id,
+        Some(Event::TaskPaused(x)) => &x.container_id,
+        Some(Event::TaskResumed(x)) => &x.container_id,
+        Some(Event::TaskDelete(x)) => &x.container_id,
+        _ => return true,
+    };
+    c == id
 }
 
 async fn auto_remove(m: &Arc<Manager>, ns: &str, id: &str) {
@@ -631,10 +739,15 @@ async fn reconnect(m: &Arc<Manager>, ns: &str, id: &str, bundle: &Path) -> Resul
         .join(format!("{id}.log"))
         .display()
         .to_string();
+    let host = std::fs::read_to_string(bundle.join(HOST_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
     let h = Handle {
         client,
         bundle: bundle.to_owned(),
         log_path,
+        host,
     };
     m.tasks.insert(ns, id, h.clone());
     spawn_forwarder(m.clone(), ns.to_owned(), id.to_owned(), h);

@@ -374,7 +374,17 @@ pub async fn start(cri: &Arc<Cri>, id: &str) -> Result<(), CriError> {
         )));
     }
     let started = store::now_ns();
-    match task::create(&cri.m, NAMESPACE, &rec.id, &meta.log_path, true).await {
+    // In the pod's shim: one shim per pod, as containerd's runc shim.
+    match task::create_in(
+        &cri.m,
+        NAMESPACE,
+        &rec.id,
+        &meta.log_path,
+        true,
+        Some(&meta.sandbox_id),
+    )
+    .await
+    {
         Ok(_) => store::update::<ContainerMeta>(&cri.m, &rec.id, |m| m.started_at = started),
         Err(e) => {
             let msg = e.to_string();
@@ -422,6 +432,19 @@ pub fn record_exit(
             m.exit_code = status as i32;
         }
     })
+}
+
+/// Deletes a container's task if it still has one (its exit is already
+/// recorded); a task already gone is fine.
+pub async fn delete_task(cri: &Cri, id: &str) -> Result<(), CriError> {
+    if !cri.m.tasks.exists(NAMESPACE, id) {
+        return Ok(());
+    }
+    match task::delete(&cri.m, NAMESPACE, sandbox::delete_req(id)).await {
+        Ok(_) | Err(task::TaskError::NotFound(_)) => Ok(()),
+        Err(task::TaskError::Shim(s)) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(e) => Err(CriError::core(format!("removing the task of {id}"))(e)),
+    }
 }
 
 pub async fn remove(cri: &Arc<Cri>, id: &str) -> Result<(), CriError> {
@@ -669,10 +692,29 @@ pub fn follow_exits(cri: Arc<Cri>) {
             let r = match &e.event {
                 Some(Event::TaskExit(x)) if x.exec_id.is_empty() => {
                     let id = x.container_id.clone();
-                    if store::find::<ContainerMeta>(&cri.m, KIND, &id).is_err() {
+                    let Ok((rec, _)) = store::find::<ContainerMeta>(&cri.m, KIND, &id) else {
                         continue;
-                    }
-                    record_exit(&cri, &id, x.exit_status, x.exited_at)
+                    };
+                    // The cgroup still exists until the task is deleted:
+                    // its OOM count says whether the kernel killed it, which
+                    // the shim's OOM event may only tell after the exit.
+                    let oom = rec.spec["linux"]["cgroupsPath"]
+                        .as_str()
+                        .is_some_and(crate::stats::oom_killed);
+                    let r = record_exit(&cri, &id, x.exit_status, x.exited_at).and_then(|()| {
+                        if oom {
+                            store::update::<ContainerMeta>(&cri.m, &id, |m| {
+                                m.reason = "OOMKilled".into()
+                            })
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    // As containerd: an exited container keeps its record,
+                    // not its task (nor a place in its pod's shim).
+                    let cri2 = cri.clone();
+                    tokio::spawn(async move { delete_task(&cri2, &id).await });
+                    r
                 }
                 Some(Event::TaskOom(x)) => {
                     if store::find::<ContainerMeta>(&cri.m, KIND, &x.container_id).is_err() {

@@ -438,8 +438,11 @@ pub fn members(cri: &Cri, id: &str) -> Result<Vec<String>, CriError> {
 pub async fn stop(cri: &Arc<Cri>, id: &str) -> Result<(), CriError> {
     let (rec, meta) = store::find::<SandboxMeta>(&cri.m, KIND, id)?;
     let id = rec.id;
+    // The containers first, their tasks too: the infra's task holds the
+    // pod's shim and goes last.
     for c in members(cri, &id)? {
         crate::containers::stop(cri, &c, 0).await?;
+        crate::containers::delete_task(cri, &c).await?;
     }
     if cri.m.tasks.exists(NAMESPACE, &id) {
         let _ = task::stop(&cri.m, NAMESPACE, &id, Duration::ZERO, libc::SIGKILL as u32).await;

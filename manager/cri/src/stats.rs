@@ -81,6 +81,23 @@ pub fn sample(root: &Path, cgroup: &str) -> Option<Sample> {
     })
 }
 
+/// Whether the kernel's OOM killer killed a process of the cgroup (its
+/// `oom_kill` count, v2's `memory.events` or v1's `memory.oom_control`).
+pub fn oom_killed(cgroup: &str) -> bool {
+    oom_kills(Path::new(CGROUP_ROOT), cgroup) > 0
+}
+
+fn oom_kills(root: &Path, cgroup: &str) -> u64 {
+    let rel = cgroup.trim_start_matches('/');
+    let v2 = root.join(rel).join("memory.events");
+    let file = if root.join("cgroup.controllers").exists() && v2.exists() {
+        v2
+    } else {
+        root.join("memory").join(rel).join("memory.oom_control")
+    };
+    stat_file(&file).get("oom_kill").copied().unwrap_or(0)
+}
+
 fn cgroup_of(rec: &ContainerRecord) -> Option<String> {
     rec.spec["linux"]["cgroupsPath"].as_str().map(str::to_owned)
 }
@@ -339,6 +356,29 @@ mod tests {
         assert_eq!(sample(&v2, "/pods/c"), Some(want));
         assert_eq!(sample(&v1, "/pods/c"), Some(want));
         assert_eq!(sample(&v1, "/pods/missing"), None);
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_either_version() {
+        let d = tempfile::tempdir().unwrap();
+        let v1 = d.path().join("v1");
+        std::fs::create_dir_all(v1.join("memory/p/c")).unwrap();
+        std::fs::write(
+            v1.join("memory/p/c/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(&v1, "/p/c"), 2);
+        let v2 = d.path().join("v2");
+        std::fs::create_dir_all(v2.join("p/c")).unwrap();
+        std::fs::write(v2.join("cgroup.controllers"), "memory").unwrap();
+        std::fs::write(
+            v2.join("p/c/memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(&v2, "/p/c"), 0);
+        assert_eq!(oom_kills(&v2, "/missing"), 0);
     }
 
     #[test]
