@@ -410,7 +410,10 @@ pub async fn stop(cri: &Arc<Cri>, id: &str, timeout: i64) -> Result<(), CriError
     let t = Duration::from_secs(u64::try_from(timeout).unwrap_or(0));
     match task::stop(&cri.m, NAMESPACE, &rec.id, t, 0).await {
         Ok(w) => record_exit(cri, &rec.id, w.exit_status, w.exited_at),
+        // The exit follower recorded the exit and removed the task while
+        // this call waited: stopped is what was asked for.
         Err(task::TaskError::NotFound(_)) => Ok(()),
+        Err(task::TaskError::Shim(s)) if s.code() == tonic::Code::NotFound => Ok(()),
         Err(e) => Err(CriError::core(format!("stopping container {}", rec.id))(e)),
     }
 }
