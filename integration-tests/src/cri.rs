@@ -66,7 +66,8 @@ impl Drop for CriDaemon {
         let sock = socket(&self.d);
         // A test that killed its daemon and failed before starting it
         // again: start it, so the pods' networks are torn down by berth.
-        if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        let pid = self.d.pid();
+        if pid == 0 || crate::process_gone(pid as i32) {
             let d = std::panic::AssertUnwindSafe(&mut self.d);
             let _ = std::panic::catch_unwind(move || {
                 let d = d;

@@ -161,13 +161,8 @@ fn serve(config: Config) -> Result<()> {
         let recovered = berth_core::task::recover(&m).await;
         berth_core::restart::resume_pending(&m).await;
         tracing::info!(tasks = recovered, "reconnected to running shims");
-        let listener = bind(&socket)?;
-        tracing::info!(socket = %socket.display(), root = %m.config.root.display(), "serving");
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        // The CRI socket first: once the main socket answers (what clients
+        // and tests wait for), every socket of the daemon does.
         let cri = if m.config.cri.enabled {
             let path = m.config.cri_socket();
             let l = bind(&path)?;
@@ -177,6 +172,13 @@ fn serve(config: Config) -> Result<()> {
             Some((l, cri, path))
         } else {
             None
+        };
+        let listener = bind(&socket)?;
+        tracing::info!(socket = %socket.display(), root = %m.config.root.display(), "serving");
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
         let cri_path = cri.as_ref().map(|c| c.2.clone());
         let api = berth_services::serve(m.clone(), incoming, stopped(stop_rx.clone()));

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     DataLoss,
     /// The caller went away (a closed download of `save`).
     Cancelled,
+    /// A registry refused the credentials (or asked for some).
+    Unauthenticated,
     /// berth's own failure: I/O on its state, a corrupt database.
     Internal,
 }
@@ -63,6 +65,7 @@ pub fn code(kind: ErrorKind) -> tonic::Code {
         Unavailable => Code::Unavailable,
         DataLoss => Code::DataLoss,
         Cancelled => Code::Cancelled,
+        Unauthenticated => Code::Unauthenticated,
         Internal => Code::Internal,
     }
 }
@@ -150,9 +153,15 @@ impl Kind for RemoteError {
         if self.is_transient() {
             return Unavailable;
         }
+        use oci_client::errors::OciDistributionError as O;
         match self {
             RemoteError::BadReference { .. } => InvalidArgument,
             RemoteError::ManifestDigest { .. } => DataLoss,
+            RemoteError::Registry { source, .. } => match source {
+                O::UnauthorizedError { .. } | O::AuthenticationFailure(_) => Unauthenticated,
+                O::ServerError { code: 401, .. } => Unauthenticated,
+                _ => FailedPrecondition,
+            },
             _ => FailedPrecondition,
         }
     }
@@ -298,6 +307,7 @@ fn from_shim(code: tonic::Code) -> ErrorKind {
         C::Unavailable | C::DeadlineExceeded | C::ResourceExhausted => Unavailable,
         C::DataLoss => DataLoss,
         C::Cancelled => Cancelled,
+        C::Unauthenticated => Unauthenticated,
         _ => Internal,
     }
 }
