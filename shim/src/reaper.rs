@@ -2,6 +2,14 @@
 //! container process orphaned to it, is reaped here. One `waitpid(-1)` loop
 //! owns all reaping (so nothing else may wait for children) and hands each
 //! exit to whoever asked for that pid, even if it asked after the exit.
+//!
+//! An exit nobody asked for is kept by pid, and pids are reused: the
+//! runtime's own intermediate processes end up here unclaimed, and on a busy
+//! host pids wrap within minutes. So a kept exit is only handed out when no
+//! process holds that pid now; while one does (alive, or a zombie not yet
+//! reaped), the kept exit was an earlier process's and is dropped. Reaping
+//! and that check happen under one lock, so a process cannot be reaped
+//! between them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,6 +70,7 @@ impl Reaper {
     /// Reaps every child that has exited.
     pub fn reap_all(&self) {
         loop {
+            let mut inner = self.lock();
             let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(p, code)) => (p.as_raw(), code as u32),
                 Ok(WaitStatus::Signaled(p, sig, _)) => (p.as_raw(), 128 + sig as u32),
@@ -74,7 +83,6 @@ impl Reaper {
                 status,
                 at: SystemTime::now(),
             };
-            let mut inner = self.lock();
             match inner.waiters.remove(&pid) {
                 Some(ws) => {
                     for w in ws {
@@ -96,7 +104,11 @@ impl Reaper {
         let rx = {
             let mut inner = self.lock();
             if let Some(e) = inner.unclaimed.remove(&pid) {
-                return e;
+                if !pid_in_use(pid) {
+                    return e;
+                }
+                // A process holds the pid now: the kept exit was an
+                // earlier one's. Wait for this one's.
             }
             let (tx, rx) = oneshot::channel();
             inner.waiters.entry(pid).or_default().push(tx);
@@ -109,5 +121,19 @@ impl Reaper {
             status: 255,
             at: SystemTime::now(),
         })
+    }
+}
+
+/// Whether some process (alive, or a zombie not yet reaped) has `pid`.
+fn pid_in_use(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[doc(hidden)]
+impl Reaper {
+    /// Records an exit for `pid` as if it had been reaped unclaimed (for
+    /// tests of pid reuse, which cannot choose a child's pid).
+    pub fn keep_unclaimed(&self, pid: i32, exit: Exit) {
+        self.lock().unclaimed.insert(pid, exit);
     }
 }

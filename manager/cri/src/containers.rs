@@ -465,10 +465,8 @@ pub async fn remove(cri: &Arc<Cri>, id: &str) -> Result<(), CriError> {
             libc::SIGKILL as u32,
         )
         .await;
-        match task::delete(&cri.m, NAMESPACE, sandbox::delete_req(&rec.id)).await {
-            Ok(_) | Err(task::TaskError::NotFound(_)) => {}
-            Err(e) => return Err(CriError::core(format!("removing container {}", rec.id))(e)),
-        }
+        // The exit follower may be removing the task at the same time.
+        delete_task(cri, &rec.id).await?;
     }
     match container::delete(&cri.m, NAMESPACE, &rec.id) {
         Ok(()) | Err(container::ContainerError::NotFound(_)) => Ok(()),
