@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod shim;
+pub mod streaming;
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};

@@ -81,6 +81,10 @@ cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 # addresses from this subnet, portmap for hostPort, loopback.
 bridge = "berth-cri0"
 subnet = "10.90.0.0/16"
+# The streaming server (kubectl exec/attach/port-forward through the
+# kubelet) listens on 127.0.0.1 only, without authentication beyond its
+# single-use tokens; 0 picks a free port.
+stream_port = 0
 
 # Runtime handlers (a pod's runtimeClassName), name = runtime binary. The
 # empty handler is berth's default runtime.
@@ -129,6 +133,8 @@ pub struct CriConfig {
     pub cni_bin_dirs: Vec<PathBuf>,
     pub bridge: String,
     pub subnet: String,
+    /// The streaming server's port on 127.0.0.1 (0: a free one).
+    pub stream_port: u16,
     /// Runtime handler name -> runtime binary.
     pub runtimes: std::collections::BTreeMap<String, PathBuf>,
 }
@@ -143,6 +149,7 @@ impl Default for CriConfig {
             cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
             bridge: "berth-cri0".into(),
             subnet: "10.90.0.0/16".into(),
+            stream_port: 0,
             runtimes: Default::default(),
         }
     }

@@ -15,6 +15,7 @@ mod sandbox;
 mod security;
 mod stats;
 mod store;
+mod streaming;
 
 use std::sync::Arc;
 
@@ -39,15 +40,21 @@ pub struct Cri {
     /// The pod CIDR the kubelet gave (UpdateRuntimeConfig): berth's
     /// default pod network takes its addresses from it.
     pub(crate) pod_cidr: std::sync::Mutex<Option<String>>,
+    /// The streaming server Exec, Attach and PortForward hand URLs of
+    /// (None when it could not bind: those calls then fail).
+    pub(crate) streaming: Option<Arc<streaming::Server>>,
 }
 
 impl Cri {
     pub fn new(m: Arc<Manager>) -> Arc<Self> {
         Arc::new(Self {
-            m,
+            m: m.clone(),
             pods_lock: Default::default(),
             rates: Default::default(),
             pod_cidr: Default::default(),
+            streaming: streaming::Server::start(m.clone())
+                .map_err(|e| tracing::error!(error = %e, "starting the CRI streaming server"))
+                .ok(),
         })
     }
 

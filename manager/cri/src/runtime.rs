@@ -6,13 +6,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::error::OrStatus;
-use crate::{containers, cri, sandbox, stats, Cri};
+use crate::{containers, cri, sandbox, stats, streaming, Cri};
 
 pub(crate) struct Service(pub Arc<Cri>);
-
-fn todo(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented by berth yet"))
-}
 
 #[tonic::async_trait]
 impl cri::runtime_service_server::RuntimeService for Service {
@@ -178,23 +174,32 @@ impl cri::runtime_service_server::RuntimeService for Service {
 
     async fn exec(
         &self,
-        _: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(todo("Exec"))
+        let url = streaming::exec_url(&self.0, req.into_inner())
+            .await
+            .status()?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(todo("Attach"))
+        let url = streaming::attach_url(&self.0, req.into_inner())
+            .await
+            .status()?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(todo("PortForward"))
+        let url = streaming::port_forward_url(&self.0, req.into_inner())
+            .await
+            .status()?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(
@@ -262,11 +267,15 @@ impl cri::runtime_service_server::RuntimeService for Service {
         Ok(Response::new(status(&self.0)))
     }
 
+    /// Checkpointing (CRIU) is not supported: Unimplemented, as
+    /// containerd answers without CRIU.
     async fn checkpoint_container(
         &self,
         _: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        Err(todo("CheckpointContainer"))
+        Err(Status::unimplemented(
+            "CheckpointContainer is not supported by berth: it has no checkpoint/restore (CRIU) support",
+        ))
     }
 
     type GetContainerEventsStream =
@@ -276,21 +285,28 @@ impl cri::runtime_service_server::RuntimeService for Service {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(todo("GetContainerEvents"))
+        Ok(Response::new(streaming::events::subscribe(self.0.clone())))
     }
 
+    /// berth reports no Prometheus-style metrics of its own (the kubelet's
+    /// cAdvisor-less stats come from ContainerStats): an empty list.
     async fn list_metric_descriptors(
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(todo("ListMetricDescriptors"))
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: Vec::new(),
+        }))
     }
 
+    /// No metrics are described, so none are listed.
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(todo("ListPodSandboxMetrics"))
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: Vec::new(),
+        }))
     }
 
     async fn runtime_config(
