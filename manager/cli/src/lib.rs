@@ -7,6 +7,7 @@ mod containers;
 mod images;
 mod network;
 mod observe;
+mod share;
 mod stores;
 mod terminal;
 
@@ -147,6 +148,24 @@ enum Command {
         after_help = "Examples:\n  berth pull busybox\n  berth pull --plain-http 127.0.0.1:5000/test/busybox:latest\n  berth pull --platform linux/arm64 alpine:3.20"
     )]
     Pull(images::PullArgs),
+    /// Push an image to its registry (name it for one with `berth tag`).
+    #[command(
+        after_help = "Examples:\n  berth tag busybox 127.0.0.1:5000/me/busybox:1\n  berth push 127.0.0.1:5000/me/busybox:1\n  berth push --platform linux/amd64 registry.example.com/app:2"
+    )]
+    Push(share::PushArgs),
+    /// Name an image under another name too (an existing one is replaced).
+    #[command(
+        after_help = "Examples:\n  berth tag busybox registry.example.com/tools/busybox:1.36"
+    )]
+    Tag { source: String, target: String },
+    /// Log in to a registry (docker.io by default); credentials go to docker's config.json.
+    #[command(
+        after_help = "Examples:\n  berth login registry.example.com\n  echo \"$TOKEN\" | berth login -u ci --password-stdin 127.0.0.1:5000"
+    )]
+    Login(share::LoginArgs),
+    /// Remove a registry's credentials from docker's config.json.
+    #[command(after_help = "Examples:\n  berth logout registry.example.com")]
+    Logout { server: Option<String> },
     /// List images.
     #[command(alias = "image", alias = "ls")]
     #[command(after_help = "Examples:\n  berth images\n  berth images --json")]
@@ -390,6 +409,8 @@ fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
     match cli.command {
         Command::Serve(a) => return daemon.serve(cli.address, a.args),
         Command::Config(a) => return daemon.config(a.args),
+        // Only the local config file: no daemon needed.
+        Command::Logout { server } => return share::logout(server),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -399,7 +420,9 @@ fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
     rt.block_on(async move {
         let c = Client::connect(cli.address, &cli.namespace).await?;
         match cli.command {
-            Command::Serve(_) | Command::Config(_) => unreachable!("handled above"),
+            Command::Serve(_) | Command::Config(_) | Command::Logout { .. } => {
+                unreachable!("handled above")
+            }
             Command::Run(a) => exit_with(containers::run(&c, *a).await?),
             Command::Ps(a) => containers::ps(&c, a).await,
             Command::Exec(a) => exit_with(containers::exec(&c, a).await?),
@@ -424,6 +447,9 @@ fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
             Command::Wait { ids } => exit_with(containers::wait(&c, ids).await?),
             Command::Logs(a) => containers::logs(&c, a).await,
             Command::Pull(a) => images::pull(&c, a).await,
+            Command::Push(a) => share::push(&c, a).await,
+            Command::Tag { source, target } => share::tag(&c, source, target).await,
+            Command::Login(a) => share::login(&c, a).await,
             Command::Images(j) => images::list(&c, j.json).await,
             Command::Rmi { names } => images::remove(&c, names).await,
             Command::Load { input } => images::load(&c, input).await,

@@ -16,6 +16,7 @@ use crate::metadata::MetadataError;
 use crate::namespace::NamespaceError;
 use crate::network::NetworkError;
 use crate::pull::PullError;
+use crate::push::PushError;
 use crate::reference::ReferenceError;
 use crate::remote::RemoteError;
 use crate::snapshot::SnapshotError;
@@ -181,6 +182,25 @@ impl Kind for UnpackError {
             UnpackError::Content(e) => e.kind(),
             UnpackError::Apply(e) => e.kind(),
             UnpackError::DiffId { .. } | UnpackError::Read { .. } => FailedPrecondition,
+        }
+    }
+}
+
+impl Kind for PushError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PushError::Remote(e) => e.kind(),
+            PushError::Image(e) => e.kind(),
+            PushError::Content(e) => e.kind(),
+            PushError::Metadata(e) => e.kind(),
+            PushError::Namespace(e) => e.kind(),
+            PushError::NotFound(_) => NotFound,
+            PushError::Unauthorized { .. } | PushError::LoginRefused { .. } => Unauthenticated,
+            PushError::Upload { .. } => Unavailable,
+            PushError::MissingContent { .. } | PushError::IncompleteIndex { .. } => {
+                FailedPrecondition
+            }
+            PushError::Internal(_) => Internal,
         }
     }
 }

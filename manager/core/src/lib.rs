@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod network;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod remote;
 pub mod restart;

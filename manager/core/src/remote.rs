@@ -430,6 +430,257 @@ impl RemoteError {
     }
 }
 
+/// Where a login's credentials go in docker's `config.json`: docker's own
+/// key for Docker Hub, `host[:port]` for any other registry (a scheme or a
+/// path given by the user is dropped, as docker does).
+pub fn login_server_key(server: &str) -> String {
+    let s = server.trim();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = s.split('/').next().unwrap_or(s);
+    if host.is_empty()
+        || host == "docker.io"
+        || host == "index.docker.io"
+        || host == "registry-1.docker.io"
+    {
+        DOCKER_HUB_AUTH_KEY.to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Docker Hub's key in `config.json`, as docker writes it.
+pub const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+
+/// The registry host a `config.json` key stands for (`docker.io` for
+/// Docker Hub's key).
+pub fn login_registry(key: &str) -> String {
+    if key == DOCKER_HUB_AUTH_KEY {
+        "docker.io".to_owned()
+    } else {
+        key.to_owned()
+    }
+}
+
+/// A repository no one pushes to, to ask a token service or a registry
+/// whether credentials are good (docker's login asks for no repository,
+/// which the client's token flow cannot).
+const LOGIN_PROBE_REPOSITORY: &str = "berth/login-check";
+
+impl Remote {
+    /// A remote set up for pushing: uploads are one streaming PUT per blob
+    /// (after the POST that opens the session), the fewest requests the
+    /// distribution API allows; everything else as for pulls.
+    pub fn for_push(
+        reference: Reference,
+        opts: &RegistryOptions,
+        auth: &PullAuth,
+    ) -> Result<Self, RemoteError> {
+        let mut r = Self::new(reference, opts, auth)?;
+        let registry = r.reference.registry().to_owned();
+        let plain = auth.plain_http || opts.insecure.iter().any(|h| h == &registry);
+        let make = |protocol: ClientProtocol| {
+            Client::new(ClientConfig {
+                protocol,
+                extra_root_certificates: certificates(opts, &registry),
+                use_monolithic_push: true,
+                max_concurrent_upload: 8,
+                connect_timeout: Some(Duration::from_secs(15)),
+                read_timeout: Some(Duration::from_secs(60)),
+                ..Default::default()
+            })
+        };
+        // The same protocol choice as `new` makes, with upload settings.
+        if plain {
+            r.client = make(ClientProtocol::Http);
+        } else {
+            r.client = make(ClientProtocol::Https);
+            if r.fallback.is_some() {
+                r.fallback = Some(make(ClientProtocol::Http));
+            }
+        }
+        Ok(r)
+    }
+
+    /// A registry's answer as this module reports it; a status carried by
+    /// a transport error (a HEAD answered 401) stays a registry refusal,
+    /// not a network failure worth retrying.
+    fn answer_err(&self, source: oci_client::errors::OciDistributionError) -> RemoteError {
+        use oci_client::errors::OciDistributionError as E;
+        if let E::RequestError(e) = &source {
+            if let Some(status) = e.status() {
+                return RemoteError::Registry {
+                    reference: self.display.clone(),
+                    source: E::ServerError {
+                        code: status.as_u16(),
+                        url: e.url().map(|u| u.to_string()).unwrap_or_default(),
+                        message: status.canonical_reason().unwrap_or_default().to_owned(),
+                    },
+                };
+            }
+        }
+        self.err(source)
+    }
+
+    /// Authenticates for `op` (the registry's `/v2/` answer, then the token
+    /// service when it asks for one). Being the first request, it also
+    /// settles HTTPS or plain HTTP for a loopback registry, as `resolve`
+    /// does for pulls.
+    pub async fn authorize(
+        &mut self,
+        op: oci_client::RegistryOperation,
+    ) -> Result<Option<String>, RemoteError> {
+        let r = self.reference.clone();
+        match self.client.auth(&r, &self.auth, op).await {
+            Ok(t) => {
+                self.fallback = None;
+                Ok(t)
+            }
+            Err(oci_client::errors::OciDistributionError::RequestError(e))
+                if (e.is_connect() || e.is_request()) && self.fallback.is_some() =>
+            {
+                tracing::info!(registry = %r.registry(), error = %e, "HTTPS failed on a loopback registry; trying plain HTTP");
+                if let Some(http) = self.fallback.take() {
+                    self.client = http;
+                }
+                match self.client.auth(&r, &self.auth, op).await {
+                    Ok(t) => Ok(t),
+                    Err(oci_client::errors::OciDistributionError::RequestError(plain))
+                        if plain.status().is_none() =>
+                    {
+                        Err(RemoteError::BothProtocols {
+                            reference: self.display.clone(),
+                            https: error_chain(&e),
+                            http: error_chain(&plain),
+                        })
+                    }
+                    Err(plain) => Err(self.answer_err(plain)),
+                }
+            }
+            Err(e) => Err(self.answer_err(e)),
+        }
+    }
+
+    /// Checks the credentials this remote was made with: the token flow
+    /// when the registry has a token service (which refuses bad ones), else
+    /// a request with basic auth that the registry answers 401 when they
+    /// are wrong.
+    pub async fn check_login(&mut self) -> Result<(), RemoteError> {
+        if self
+            .authorize(oci_client::RegistryOperation::Pull)
+            .await?
+            .is_some()
+        {
+            // A token service issued a token for these credentials.
+            return Ok(());
+        }
+        let r = self.reference.clone();
+        match self
+            .client
+            .pull_manifest_raw(&r, &self.auth, &media::MANIFESTS)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                use oci_client::errors::OciDistributionError as E;
+                let e = self.answer_err(e);
+                match &e {
+                    RemoteError::Registry { source, .. } => match source {
+                        E::UnauthorizedError { .. }
+                        | E::AuthenticationFailure(_)
+                        | E::ServerError { code: 401, .. } => Err(e),
+                        // The registry took the credentials and answered
+                        // (the probe repository does not exist): good.
+                        _ => Ok(()),
+                    },
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// A remote for checking `username`/`password` against `server` (a
+    /// `config.json` key or a host).
+    pub fn for_login(
+        server: &str,
+        opts: &RegistryOptions,
+        auth: &PullAuth,
+    ) -> Result<Self, RemoteError> {
+        let registry = login_registry(&login_server_key(server));
+        let reference = parse_reference(&format!("{registry}/{LOGIN_PROBE_REPOSITORY}:latest"))?;
+        Self::new(reference, opts, auth)
+    }
+
+    /// Whether the registry has blob `digest` in this repository (HEAD).
+    pub async fn has_blob(&self, digest: &str) -> Result<bool, RemoteError> {
+        self.client
+            .blob_exists(&self.reference, digest)
+            .await
+            .map_err(|e| self.answer_err(e))
+    }
+
+    /// Whether the registry has manifest `digest` in this repository.
+    pub async fn has_manifest(&self, digest: &str) -> Result<bool, RemoteError> {
+        use oci_client::errors::OciDistributionError as E;
+        let r = Reference::with_digest(
+            self.reference.registry().to_owned(),
+            self.reference.repository().to_owned(),
+            digest.to_owned(),
+        );
+        match self.client.fetch_manifest_digest(&r, &self.auth).await {
+            Ok(_) => Ok(true),
+            Err(E::RegistryError { .. })
+            | Err(E::ImageManifestNotFoundError(_))
+            | Err(E::ServerError { code: 404, .. }) => Ok(false),
+            Err(e) => Err(self.answer_err(e)),
+        }
+    }
+
+    /// Uploads blob `digest` of `size` bytes from `data`.
+    pub async fn upload_blob(
+        &self,
+        digest: &str,
+        size: u64,
+        data: BoxStream<'static, Result<bytes::Bytes, oci_client::errors::OciDistributionError>>,
+    ) -> Result<(), RemoteError> {
+        self.client
+            .push_blob_stream(&self.reference, data, digest, Some(size))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.answer_err(e))
+    }
+
+    /// Puts a manifest or index under `tag_or_digest` of this repository,
+    /// byte for byte (so its digest is kept).
+    pub async fn put_manifest(
+        &self,
+        tag_or_digest: &str,
+        media_type: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<(), RemoteError> {
+        let (registry, repo) = (
+            self.reference.registry().to_owned(),
+            self.reference.repository().to_owned(),
+        );
+        let r = if tag_or_digest.starts_with("sha256:") {
+            Reference::with_digest(registry, repo, tag_or_digest.to_owned())
+        } else {
+            Reference::with_tag(registry, repo, tag_or_digest.to_owned())
+        };
+        let ct = http::HeaderValue::from_str(media_type).map_err(|_| RemoteError::Transport {
+            reference: self.display.clone(),
+            detail: format!("media type {media_type:?} cannot be sent in a header"),
+        })?;
+        self.client
+            .push_manifest_raw(&r, bytes, ct)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.answer_err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use berth_core::archive::{self, LoadOptions, Save, Spool};
 use berth_core::image::{self, Desc, ImageError, ImageRecord, Platform};
 use berth_core::metadata::{key, Table};
 use berth_core::pull::{self, Progress, PullOptions};
+use berth_core::push::{self, PushOptions};
 use berth_core::remote::PullAuth;
 use berth_core::snapshot::Driver;
 use berth_core::Manager;
@@ -269,5 +270,87 @@ impl pb::images_server::Images for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type PushStream = ReceiverStream<Result<pb::PushProgress, Status>>;
+
+    async fn push(
+        &self,
+        req: Request<pb::PushRequest>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let opts = PushOptions {
+            name: r.name,
+            reference: (!r.reference.is_empty()).then_some(r.reference),
+            platform: platform_of(r.platform),
+            auth: PullAuth {
+                plain_http: r.plain_http,
+                username: r.username,
+                password: r.password,
+            },
+        };
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let m = self.0.clone();
+        // As a pull, the push runs to its end even if the client goes away:
+        // a registry left with half an image gains nothing from stopping.
+        let job = tokio::spawn(async move { push::push(m, &ns, opts, ptx).await });
+        tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                let ev = match p {
+                    Progress::Status(s) => pb::push_progress::Event::Status(s),
+                    Progress::Layer {
+                        digest,
+                        total,
+                        downloaded,
+                        state,
+                    } => pb::push_progress::Event::Layer(pb::LayerProgress {
+                        digest,
+                        total: total as i64,
+                        downloaded: downloaded as i64,
+                        state: state.into(),
+                    }),
+                };
+                let _ = tx.send(Ok(pb::PushProgress { event: Some(ev) })).await;
+            }
+            let last = match job.await {
+                Ok(Ok(p)) => Ok(pb::PushProgress {
+                    event: Some(pb::push_progress::Event::Done(pb::PushResult {
+                        reference: p.reference,
+                        target: Some(desc_pb(&p.target)),
+                        uploaded: p.uploaded,
+                        skipped: p.skipped,
+                    })),
+                }),
+                Ok(Err(e)) => Err(crate::status(&e)),
+                Err(e) => Err(Status::internal(e.to_string())),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn tag(&self, req: Request<pb::TagImageRequest>) -> Result<Response<pb::Image>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let rec = push::tag(&self.0, &ns, &r.source, &r.target)
+            .await
+            .status()?;
+        Ok(Response::new(image_pb(&self.0, &ns, &rec)))
+    }
+
+    async fn check_login(
+        &self,
+        req: Request<pb::CheckLoginRequest>,
+    ) -> Result<Response<pb::CheckLoginResponse>, Status> {
+        let r = req.into_inner();
+        let auth = PullAuth {
+            plain_http: r.plain_http,
+            username: r.username,
+            password: r.password,
+        };
+        let server = push::check_login(&self.0, &r.server, auth).await.status()?;
+        Ok(Response::new(pb::CheckLoginResponse { server }))
     }
 }
