@@ -290,6 +290,7 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
     };
     let (net_mode, pid_mode, ipc_mode) = namespace_modes(&c);
     let mut undo = Undo::default();
+    let mut network = None;
     let r = async {
         let mut meta = SandboxMeta {
             config: c.clone(),
@@ -332,17 +333,12 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
                 network_list(cri)?,
             );
             a.port_mappings = port_mappings(&c)?;
-            let d = dir.clone();
-            let a = tokio::task::spawn_blocking(move || cni::setup(&d, a))
-                .await
-                .map_err(|e| CriError::Internal(e.to_string()))?
-                .map_err(CriError::core("setting up the pod network"))?;
-            let ips = a.result.as_ref().map(cni::ips).unwrap_or_default();
-            meta.ip = ips.first().cloned().unwrap_or_default();
-            meta.additional_ips = ips.into_iter().skip(1).collect();
             pod.join
                 .push(("network".into(), a.netns.display().to_string()));
-            meta.net_dir = Some(dir);
+            meta.net_dir = Some(dir.clone());
+            // The plugins run while the infra container is made: neither
+            // needs the other until the infra's task starts.
+            network = Some(tokio::task::spawn_blocking(move || cni::setup(&dir, a)));
         }
         let privileged = c
             .linux
@@ -383,6 +379,21 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
             "creating the pod's infra container from {image}"
         )))?;
         undo.record = Some(id.clone());
+        if let Some(n) = network.take() {
+            let a = n
+                .await
+                .map_err(|e| CriError::Internal(e.to_string()))?
+                .map_err(CriError::core("setting up the pod network"))?;
+            let ips = a.result.as_ref().map(cni::ips).unwrap_or_default();
+            let (ip, more) = (
+                ips.first().cloned().unwrap_or_default(),
+                ips.into_iter().skip(1).collect::<Vec<_>>(),
+            );
+            store::update::<SandboxMeta>(&cri.m, &id, |m| {
+                m.ip = ip;
+                m.additional_ips = more;
+            })?;
+        }
         let etc = container::dir(&cri.m, NAMESPACE, &id);
         let resolv = etc.join("resolv.conf");
         std::fs::write(&resolv, resolv_conf(&c))
@@ -397,6 +408,10 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
     match r {
         Ok(()) => Ok(id),
         Err(e) => {
+            // A network still being set up finishes before it is undone.
+            if let Some(n) = network {
+                let _ = n.await;
+            }
             undo.run(cri).await;
             Err(e)
         }
@@ -438,26 +453,40 @@ pub fn members(cri: &Cri, id: &str) -> Result<Vec<String>, CriError> {
 pub async fn stop(cri: &Arc<Cri>, id: &str) -> Result<(), CriError> {
     let (rec, meta) = store::find::<SandboxMeta>(&cri.m, KIND, id)?;
     let id = rec.id;
-    // The containers first, their tasks too: the infra's task holds the
-    // pod's shim and goes last.
-    for c in members(cri, &id)? {
-        crate::containers::stop(cri, &c, 0).await?;
-        crate::containers::delete_task(cri, &c).await?;
+    // The containers first (all at once), their tasks too: the infra's
+    // task holds the pod's shim and goes last.
+    let members = members(cri, &id)?;
+    let stops = members.iter().map(|c| async move {
+        crate::containers::stop(cri, c, 0).await?;
+        crate::containers::delete_task(cri, c).await
+    });
+    for r in futures_util::future::join_all(stops).await {
+        r?;
     }
-    if cri.m.tasks.exists(NAMESPACE, &id) {
+    // The infra and the network together: the namespace outlives the
+    // infra (a bind mount holds it), so DEL needs nothing from it.
+    let infra = async {
+        if !cri.m.tasks.exists(NAMESPACE, &id) {
+            return Ok(());
+        }
         let _ = task::stop(&cri.m, NAMESPACE, &id, Duration::ZERO, libc::SIGKILL as u32).await;
         match task::delete(&cri.m, NAMESPACE, delete_req(&id)).await {
-            Ok(_) | Err(task::TaskError::NotFound(_)) => {}
-            Err(e) => return Err(CriError::core("removing the pod's infra task")(e)),
+            Ok(_) | Err(task::TaskError::NotFound(_)) => Ok(()),
+            Err(e) => Err(CriError::core("removing the pod's infra task")(e)),
         }
-    }
-    if let Some(dir) = meta.net_dir.clone() {
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || cni::teardown(&d))
+    };
+    let network = async {
+        let Some(dir) = meta.net_dir.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || cni::teardown(&dir))
             .await
             .map_err(|e| CriError::Internal(e.to_string()))?
-            .map_err(CriError::core("tearing down the pod network"))?;
-    }
+            .map_err(CriError::core("tearing down the pod network"))
+    };
+    let (a, b) = tokio::join!(infra, network);
+    a?;
+    b?;
     store::update::<SandboxMeta>(&cri.m, &id, |m| m.stopped = true)
 }
 
