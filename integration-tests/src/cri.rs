@@ -10,7 +10,9 @@ use cri::runtime_service_client::RuntimeServiceClient;
 pub use k8s_cri::v1 as cri;
 use tonic::transport::Channel;
 
+use crate::fixtures::image;
 use crate::manager::Daemon;
+use crate::registry::Registry;
 
 pub struct Cri {
     pub rt: RuntimeServiceClient<Channel>,
@@ -142,5 +144,48 @@ pub fn daemon(n: u8) -> CriDaemon {
         bridge: format!("bcri{n}"),
         cni_conf_dir: conf_dir,
         config: path,
+    }
+}
+
+/// A CRI daemon with busybox pulled through the CRI (from a registry of its
+/// own, fed the offline fixture), and a directory for pod logs. Fields drop
+/// in order: the daemon (and its pods) before the registry.
+pub struct Setup {
+    pub d: CriDaemon,
+    pub c: Cri,
+    /// The pulled image's reference.
+    pub image: String,
+    pub logs: tempfile::TempDir,
+    _reg: Registry,
+    _tmp: tempfile::TempDir,
+}
+
+/// [`daemon`] `n` with busybox pulled, as a kubelet pulls before a pod.
+pub async fn setup(n: u8) -> Setup {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let std = image::standard(&tmp.path().join("std")).expect("fixture images");
+    let reg = Registry::start().expect("registry");
+    reg.push_layout(&std.layout, "busybox", "test/busybox", "latest")
+        .expect("pushing busybox");
+    let d = daemon(n);
+    let mut c = Cri::connect(&socket(&d)).await;
+    let image = format!("{}/test/busybox:latest", reg.host());
+    c.img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage");
+    Setup {
+        d,
+        c,
+        image,
+        logs: tempfile::tempdir().expect("tempdir"),
+        _reg: reg,
+        _tmp: tmp,
     }
 }

@@ -7,51 +7,10 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use berth_integration_tests::cri::{self, cri as pb, Cri};
-use berth_integration_tests::fixtures::image;
+use berth_integration_tests::cri::{self, cri as pb, setup, Cri};
 use berth_integration_tests::manager::mounts_under;
-use berth_integration_tests::registry::Registry;
 use berth_integration_tests::wait_until;
 use tonic::Code;
-
-struct Setup {
-    d: cri::CriDaemon,
-    c: Cri,
-    image: String,
-    _reg: Registry,
-    _tmp: tempfile::TempDir,
-    logs: tempfile::TempDir,
-}
-
-/// A daemon with pod network `n`, and busybox pulled through the CRI.
-async fn setup(n: u8) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let std = image::standard(&tmp.path().join("std")).unwrap();
-    let reg = Registry::start().unwrap();
-    reg.push_layout(&std.layout, "busybox", "test/busybox", "latest")
-        .unwrap();
-    let d = cri::daemon(n);
-    let mut c = Cri::connect(&cri::socket(&d)).await;
-    let image = format!("{}/test/busybox:latest", reg.host());
-    c.img
-        .pull_image(pb::PullImageRequest {
-            image: Some(pb::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Setup {
-        d,
-        c,
-        image,
-        _reg: reg,
-        _tmp: tmp,
-        logs: tempfile::tempdir().unwrap(),
-    }
-}
 
 fn pod_config(
     name: &str,
