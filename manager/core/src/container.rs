@@ -316,20 +316,34 @@ async fn finish_create(
             .enumerate()
             .map(|(n, dest)| (dest, cdir.join("volumes").join(n.to_string())))
             .collect();
-        let ids = {
-            let m2 = m.clone();
-            let mounts = mounts.to_vec();
-            let volumes = volumes.clone();
-            tokio::task::spawn_blocking(move || {
-                with_mounted(&m2, &mounts, |root| -> Result<_, ContainerError> {
-                    for (dest, dir) in &volumes {
-                        crate::volume::populate(root, dest, dir)?;
-                    }
-                    Ok(spec::resolve_user(&user, root)?)
+        // The image's users depend on its content alone: a user resolved
+        // once for an image is not looked up again, so a container with no
+        // volume to fill (every pod's infra, most pod containers) is made
+        // without mounting the image.
+        let cache_key = (img.target.digest.clone(), user.clone());
+        let cached = volumes
+            .is_empty()
+            .then(|| m.users.get(&cache_key))
+            .flatten();
+        let ids = match cached {
+            Some(ids) => ids,
+            None => {
+                let m2 = m.clone();
+                let mounts = mounts.to_vec();
+                let volumes = volumes.clone();
+                let ids = tokio::task::spawn_blocking(move || {
+                    with_mounted(&m2, &mounts, |root| -> Result<_, ContainerError> {
+                        for (dest, dir) in &volumes {
+                            crate::volume::populate(root, dest, dir)?;
+                        }
+                        Ok(spec::resolve_user(&user, root)?)
+                    })
                 })
-            })
-            .await
-            .map_err(|e| ContainerError::Mount(e.to_string()))???
+                .await
+                .map_err(|e| ContainerError::Mount(e.to_string()))???;
+                m.users.put(cache_key, ids.clone());
+                ids
+            }
         };
         // A pod's containers share the pod's files; anything else gets its
         // own.

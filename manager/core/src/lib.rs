@@ -58,6 +58,8 @@ pub struct Manager {
     pub instance: String,
     /// Called when a container's init exits (restart policies).
     pub on_init_exit: task::ExitHook,
+    /// Users already resolved in images (`container::create`).
+    pub users: spec::UserCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,7 @@ impl Manager {
                 chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
             ),
             on_init_exit: restart::exit_hook,
+            users: Default::default(),
         })
     }
 }

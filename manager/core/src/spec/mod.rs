@@ -17,7 +17,7 @@ mod steps;
 mod user;
 
 pub use steps::{cgroup_parent, Network};
-pub use user::{open_in_root, resolve_user, Ids};
+pub use user::{open_in_root, resolve_user, Ids, UserCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

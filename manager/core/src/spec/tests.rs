@@ -401,3 +401,23 @@ fn pod_options_shape_the_spec() {
         "{e}"
     );
 }
+
+#[test]
+fn the_user_cache_keeps_answers_per_image_and_user_and_stays_bounded() {
+    let c = UserCache::default();
+    let ids = |uid| Ids {
+        uid,
+        gid: uid,
+        additional_gids: vec![],
+    };
+    let k = |d: &str, u: &str| (d.to_string(), u.to_string());
+    c.put(k("sha256:a", "web"), ids(1));
+    assert_eq!(c.get(&k("sha256:a", "web")), Some(ids(1)));
+    assert_eq!(c.get(&k("sha256:b", "web")), None, "another image");
+    assert_eq!(c.get(&k("sha256:a", "db")), None, "another user");
+    for n in 0..2000 {
+        c.put(k("sha256:x", &n.to_string()), ids(n));
+    }
+    assert!(c.get(&k("sha256:x", "1999")).is_some());
+    assert!(c.get(&k("sha256:x", "0")).is_none(), "never cleared");
+}

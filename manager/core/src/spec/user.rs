@@ -180,3 +180,31 @@ mod tests {
         ));
     }
 }
+
+/// Users resolved per (image content digest, user spec): an image's
+/// passwd and group files never change, so the answer is kept. Bounded:
+/// past the limit it starts over.
+#[derive(Default)]
+pub struct UserCache {
+    map: std::sync::Mutex<std::collections::HashMap<(String, String), Ids>>,
+}
+
+impl UserCache {
+    const MAX: usize = 1024;
+
+    pub fn get(&self, key: &(String, String)) -> Option<Ids> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn put(&self, key: (String, String), ids: Ids) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::MAX {
+            m.clear();
+        }
+        m.insert(key, ids);
+    }
+}
