@@ -18,6 +18,7 @@ pub mod events;
 mod portforward;
 mod session;
 mod spdy;
+mod spdy_forward;
 mod spdy_serve;
 mod ws;
 
