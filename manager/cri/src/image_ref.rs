@@ -161,8 +161,12 @@ pub(crate) fn pull_auth(
         return Ok(out);
     }
     if !a.auth.is_empty() {
-        let raw = base64_decode(a.auth.trim())
-            .ok_or_else(|| CriError::InvalidArgument("auth.auth is not base64".into()))?;
+        use base64::Engine;
+        // docker writes it padded; some tools do not.
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(a.auth.trim()))
+            .map_err(|e| CriError::InvalidArgument(format!("auth.auth is not base64: {e}")))?;
         let s = String::from_utf8(raw)
             .map_err(|_| CriError::InvalidArgument("auth.auth is not UTF-8".into()))?;
         let (u, p) = s.split_once(':').ok_or_else(|| {
@@ -183,35 +187,6 @@ pub(crate) fn pull_auth(
         ));
     }
     Ok(out)
-}
-
-/// Standard base64 (RFC 4648, padding optional): one string per pull does
-/// not justify a dependency.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 || body.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    for chunk in body.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -297,7 +272,10 @@ mod tests {
         assert!(a(|c| c.auth = "!!".into()).is_err());
         assert!(a(|c| c.auth = "YWxpY2U=".into()).is_err());
         assert!(a(|c| c.registry_token = "t".into()).is_err());
-        assert_eq!(base64_decode("YQ").unwrap(), b"a");
-        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        // Padded and unpadded base64 of user:password.
+        let p = a(|c| c.auth = "Ym9iOnB3".into()).unwrap();
+        assert_eq!((p.username.as_str(), p.password.as_str()), ("bob", "pw"));
+        let p = a(|c| c.auth = "Ym9iOnB3eA".into()).unwrap();
+        assert_eq!((p.username.as_str(), p.password.as_str()), ("bob", "pwx"));
     }
 }
