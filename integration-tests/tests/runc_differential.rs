@@ -693,3 +693,119 @@ fn usage_errors_exit_as_runc_does() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Class 5, cgroup v1: `update` takes -1 as a separate argument; a shorter
+/// CFS period goes in inside a parent with its own limit (the quota first
+/// where the kernel refuses the period); `unified` resources and a frozen
+/// cgroup are refused with runc's words. Each runtime's container sits in
+/// a parent cgroup of its own, limited to half a CPU.
+#[test]
+fn cgroup_updates_and_refusals_as_runc() {
+    let v1 = Path::new("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+    if !v1.exists() {
+        eprintln!("skipped: not a cgroup v1 host");
+        return;
+    }
+    let pair = Pair::new();
+    let id = unique_id("cg");
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let mut seen = Vec::new();
+    for w in BOTH {
+        let rt = pair.get(w);
+        let parent = format!("{id}-{}-par", w.name());
+        let cpu = Path::new("/sys/fs/cgroup/cpu").join(&parent);
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(cpu.join("cpu.cfs_quota_us"), "50000").unwrap();
+        let (_d, b) = diff_bundle(&["sleep", "100"]);
+        b.edit_config(|c| {
+            c["linux"]["cgroupsPath"] = format!("/{parent}/c").into();
+            c["linux"]["resources"]["cpu"] = json!({ "period": 100000, "quota": 20000 });
+            c["linux"]["resources"]["memory"] = json!({ "limit": 104857600 });
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        {
+            let _g = guard(rt, &id);
+            let r = rt.run(["run", "--detach", "--bundle", b.dir.to_str().unwrap(), &id]);
+            assert_eq!(r.code, 0, "{w:?}: {r:?}");
+            let files = ["cpu.cfs_period_us", "cpu.cfs_quota_us"];
+            for args in [
+                &["--cpu-period", "10000", "--cpu-quota", "2000"][..],
+                &["--memory-swap", "-1"][..],
+                &["--cpu-quota", "-1"][..],
+                &["--pids-limit", "-1"][..],
+            ] {
+                let mut full = vec!["update"];
+                full.extend(args);
+                full.push(&id);
+                let r = rt.run(&full);
+                let values: Vec<String> =
+                    files.iter().map(|f| read(&cpu.join("c").join(f))).collect();
+                out.push((args.join(" "), r.code, values));
+            }
+        }
+        seen.push(out);
+    }
+    // Compared after the cleanup below, which a failed assertion would skip.
+    let mut bad = Vec::new();
+    if seen[0][0].1 != 0 || seen[0] != seen[1] {
+        bad.push(format!(
+            "updates: runc {:?}\n  berth {:?}",
+            seen[0], seen[1]
+        ));
+    }
+    // Refused: `unified` on v1, and a cgroup someone froze beforehand.
+    let frozen = Path::new("/sys/fs/cgroup/freezer").join(format!("{id}-frozen"));
+    std::fs::create_dir_all(&frozen).unwrap();
+    std::fs::write(frozen.join("freezer.state"), "FROZEN").unwrap();
+    let cases: [(Value, &str, &str); 2] = [
+        (
+            json!({ "unified": { "memory.max": "10000000" } }),
+            "",
+            "cannot use unified on cgroup v1",
+        ),
+        (json!({}), "-frozen", "unexpectedly frozen"),
+    ];
+    for (resources, suffix, phrase) in cases {
+        let (_d, b) = diff_bundle(&["true"]);
+        for w in BOTH {
+            let rt = pair.get(w);
+            let path = match suffix {
+                "" => format!("/{id}-{}-u", w.name()),
+                s => format!("/{id}{s}"),
+            };
+            b.edit_config(|c| {
+                c["linux"]["resources"] = resources.clone();
+                c["linux"]["cgroupsPath"] = path.into();
+            })
+            .unwrap();
+            let _g = guard(rt, &id);
+            let r = rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+            if r.code == 0 || !message(&r.stderr).contains(phrase) {
+                bad.push(format!("{w:?} {phrase}: {r:?}"));
+            }
+        }
+    }
+    let _ = std::fs::write(frozen.join("freezer.state"), "THAWED");
+    // Every hierarchy's directories of this test, children first.
+    for d in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for n in [
+            "runc-par/c",
+            "berth-par/c",
+            "runc-par",
+            "berth-par",
+            "runc-u",
+            "berth-u",
+        ] {
+            let _ = std::fs::remove_dir(d.path().join(format!("{id}-{n}")));
+        }
+        let _ = std::fs::remove_dir(d.path().join(format!("{id}-frozen")));
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

@@ -46,6 +46,13 @@ pub enum CgroupError {
          without a device allow-list"
     )]
     NoDevicesController,
+    /// runc's wording: `unified` holds cgroup v2 files.
+    #[error("invalid configuration: cannot use unified on cgroup v1")]
+    UnifiedOnV1,
+    /// runc's wording: a container placed in a frozen cgroup would hang
+    /// in its first step.
+    #[error("container's cgroup unexpectedly frozen")]
+    UnexpectedlyFrozen,
     #[error("cgroup setup: {0}")]
     Setup(String),
     #[error("cgroup {path}: {msg}")]
@@ -153,6 +160,12 @@ pub fn check_enforceable(
     cfg: &CgroupConfig,
     resources: Option<&LinuxResources>,
 ) -> Result<(), CgroupError> {
+    let unified = resources
+        .and_then(|r| r.unified().as_ref())
+        .is_some_and(|u| !u.is_empty());
+    if unified && !matches!(setup()?, CgroupSetup::Unified) {
+        return Err(CgroupError::UnifiedOnV1);
+    }
     if device_rules(resources).is_empty() || !matches!(setup()?, CgroupSetup::Unified) {
         return Ok(());
     }
@@ -449,8 +462,48 @@ pub fn apply_limits(
 /// Applies new limits to an existing container (`update`).
 pub fn update(cfg: &CgroupConfig, resources: &LinuxResources) -> Result<(), CgroupError> {
     let m = manager(cfg)?;
+    v1_cpu_period_and_quota(cfg, resources)?;
     apply(cfg, &m, Some(resources))?;
     v2_device_filter(cfg, Some(resources), true)
+}
+
+/// runc's order for a new CFS period and quota on v1: the kernel refuses a
+/// period that, with the quota in place, would exceed the parent's own
+/// limit (a shorter period with the old quota), so when the period is
+/// refused the quota goes first. `libcgroups` always writes the period
+/// first; after this its writes repeat values already in place.
+fn v1_cpu_period_and_quota(
+    cfg: &CgroupConfig,
+    resources: &LinuxResources,
+) -> Result<(), CgroupError> {
+    let Some(cpu) = resources.cpu() else {
+        return Ok(());
+    };
+    let (Some(period), Some(quota)) = (cpu.period(), cpu.quota()) else {
+        return Ok(());
+    };
+    if cfg.systemd || !matches!(setup()?, CgroupSetup::Legacy | CgroupSetup::Hybrid) {
+        return Ok(());
+    }
+    let Some(mount) = v1_mount(libcgroups::v1::ControllerType::Cpu) else {
+        return Ok(());
+    };
+    let dir = mount.join(cfg.path.strip_prefix("/").unwrap_or(&cfg.path));
+    let write = |file: &str, value: String| {
+        std::fs::write(dir.join(file), &value)
+            .map_err(|e| err(cfg, format!("writing {value} to {file}: {e}")))
+    };
+    match std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            write("cpu.cfs_quota_us", quota.to_string())?;
+            write("cpu.cfs_period_us", period.to_string())
+        }
+        Err(e) => Err(err(
+            cfg,
+            format!("writing {period} to cpu.cfs_period_us: {e}"),
+        )),
+        Ok(()) => Ok(()),
+    }
 }
 
 pub fn freeze(cfg: &CgroupConfig, frozen: bool) -> Result<(), CgroupError> {
@@ -498,6 +551,15 @@ pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
         Some(e) => Err(err(cfg, e)),
         None => Ok(()),
     }
+}
+
+/// Before a new container goes into `cfg`, which may exist already: a
+/// frozen one is refused (as runc), where the container would hang.
+pub fn check_before_create(cfg: &CgroupConfig) -> Result<(), CgroupError> {
+    if is_frozen(cfg) {
+        return Err(CgroupError::UnexpectedlyFrozen);
+    }
+    Ok(())
 }
 
 /// Whether the container's cgroup is frozen. Reads one file; any doubt

@@ -1,9 +1,10 @@
 //! Which namespaces a container gets, joins or shares, and entering them.
 //!
-//! New namespaces are created by `clone(2)` flags in one step, except when a
-//! user namespace is joined by path: then every other new namespace must be
-//! created after joining it (so the joined user namespace owns them), and a
-//! new pid namespace needs a fork after `unshare`. The cgroup namespace is
+//! New namespaces are created by `clone(2)` flags in one step, except with a
+//! user namespace (new or joined by path): then every other new namespace
+//! is created after entering it and becoming its root (so it owns them, and
+//! their objects get mapped ids), and a new pid namespace needs a fork
+//! after `unshare`. The cgroup namespace is
 //! always unshared last, after the parent moved the process into its cgroup,
 //! so the namespace's root is the container's own cgroup.
 
@@ -61,8 +62,8 @@ pub struct Plan {
     pub clone_flags: CloneFlags,
     /// Joined by the child, user namespace first.
     pub join: Vec<Join>,
-    /// Created by the child after joining (only when a user namespace is
-    /// joined by path), not counting pid and cgroup.
+    /// Created by the child after entering its user namespace (only when
+    /// there is one), not counting pid and cgroup.
     pub unshare_after_join: CloneFlags,
     /// A new pid namespace that must be made by unshare + fork in the child.
     pub pid_by_unshare: bool,
@@ -104,9 +105,13 @@ impl Plan {
             new_uts: false,
             new_pid: false,
         };
-        let user_joined = namespaces
+        // With a user namespace, joined or new, every other new namespace
+        // is made after entering it and becoming its root (as runc's
+        // nsexec): the IPC namespace's mqueue, for one, takes the ids of
+        // the process that creates it, which must be mapped ones.
+        let user_first = namespaces
             .iter()
-            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_some());
+            .any(|n| n.typ() == LinuxNamespaceType::User);
         for ns in namespaces {
             let t = ns.typ();
             match ns.path() {
@@ -123,16 +128,17 @@ impl Plan {
                 }
                 None => match t {
                     LinuxNamespaceType::Cgroup => plan.new_cgroup = true,
+                    LinuxNamespaceType::User => plan.clone_flags |= flag(t),
                     LinuxNamespaceType::Pid => {
                         plan.new_pid = true;
-                        if user_joined {
+                        if user_first {
                             plan.pid_by_unshare = true;
                         } else {
                             plan.clone_flags |= CloneFlags::CLONE_NEWPID;
                         }
                     }
                     other => {
-                        if user_joined {
+                        if user_first {
                             plan.unshare_after_join |= flag(other);
                         } else {
                             plan.clone_flags |= flag(other);
@@ -158,6 +164,18 @@ impl Plan {
             plan.join.push(j);
         }
         Ok(plan)
+    }
+
+    /// Whether the process runs in a user namespace of its own, new or
+    /// joined by path: then it cannot make device nodes, mount mqueue
+    /// without its IPC namespace, or write the host's cgroup files.
+    pub fn in_userns(&self) -> bool {
+        self.new_user || self.user_joined()
+    }
+
+    /// Whether a user namespace is joined by path.
+    pub fn user_joined(&self) -> bool {
+        self.join.iter().any(|j| j.kind == LinuxNamespaceType::User)
     }
 
     /// Joins every namespace given by path, in order.
@@ -219,6 +237,23 @@ mod tests {
         assert_eq!(p.unshare_after_join, CloneFlags::CLONE_NEWNS);
         assert!(p.pid_by_unshare);
         assert_eq!(p.join[0].kind, LinuxNamespaceType::User);
+    }
+
+    #[test]
+    fn a_new_user_namespace_comes_first() {
+        let p = Plan::new(&[
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Ipc, None),
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::User, None),
+        ])
+        .unwrap();
+        assert_eq!(p.clone_flags, CloneFlags::CLONE_NEWUSER);
+        assert_eq!(
+            p.unshare_after_join,
+            CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNS
+        );
+        assert!(p.pid_by_unshare && p.new_user && !p.user_joined());
     }
 
     #[test]

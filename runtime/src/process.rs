@@ -31,8 +31,12 @@ pub enum LaunchError {
     Sync(#[from] crate::sync::SyncError),
     #[error("container init: {0}")]
     Child(String),
-    /// The seccomp agent at `listenerPath` could not be reached.
-    #[error("seccomp notify listener {}", .path.display())]
+    /// The seccomp agent at `listenerPath` could not be reached (runc's
+    /// wording).
+    #[error(
+        "failed to connect with seccomp agent specified in the seccomp profile: {}",
+        .path.display()
+    )]
     ListenerConnect {
         path: PathBuf,
         #[source]
@@ -113,6 +117,20 @@ fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<(), Launch
     })
 }
 
+/// A `listenerPath` starting with `@` names an abstract socket, as Go's
+/// dialer (and so runc) takes it.
+fn connect_agent(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    match path.as_os_str().as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            UnixStream::connect_addr(&addr)
+        }
+        None => UnixStream::connect(path),
+    }
+}
+
 /// Sends the notify listener to the agent at `listenerPath`, with the
 /// runtime-spec's `containerProcessState`.
 fn send_listener(
@@ -128,7 +146,7 @@ fn send_listener(
     let Some(path) = sc.listener_path() else {
         return Ok(());
     };
-    let sock = UnixStream::connect(path).map_err(|source| LaunchError::ListenerConnect {
+    let sock = connect_agent(path).map_err(|source| LaunchError::ListenerConnect {
         path: path.clone(),
         source,
     })?;

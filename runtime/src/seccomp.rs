@@ -27,8 +27,16 @@ pub enum SeccompError {
     Arch(String),
     #[error("seccomp: {0}")]
     Lib(String),
-    #[error("seccomp: the notify action needs listenerPath")]
+    /// Ends in runc's wording.
+    #[error("seccomp: the notify action needs listenerPath, and listenerPath is not set")]
     NoListener,
+    #[error("SCMP_ACT_NOTIFY cannot be used as default action")]
+    NotifyDefault,
+    /// runc refuses notify for write(2); berth also for sendmsg(2): the init
+    /// uses it to pass the listener on, which would wait for an agent that
+    /// has no listener yet.
+    #[error("SCMP_ACT_NOTIFY cannot be used for the {0} syscall")]
+    NotifyFor(String),
     #[error("seccomp: loading the filter: {0}")]
     Load(std::io::Error),
     #[error("seccomp: exported program is malformed")]
@@ -118,6 +126,7 @@ fn native_arch() -> ScmpArch {
 /// only on the profile, this runtime and the libseccomp version, which the
 /// cache key covers.
 pub fn compile_cached(profile: &LinuxSeccomp, cache: &Path) -> Result<Filter, SeccompError> {
+    validate(profile)?;
     let key = cache_key(profile);
     let file = cache.join(format!("{key}.bpf"));
     if let Some(f) = std::fs::read(&file)
@@ -198,6 +207,36 @@ impl Filter {
     }
 }
 
+/// runc's checks of a notify profile. Apart from compiling, so that a
+/// cached program is never served for a profile they refuse.
+fn validate(profile: &LinuxSeccomp) -> Result<(), SeccompError> {
+    if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(SeccompError::NotifyDefault);
+    }
+    let mut uses_notify = false;
+    for rule in profile.syscalls().iter().flatten() {
+        if rule.action() != LinuxSeccompAction::ScmpActNotify {
+            continue;
+        }
+        uses_notify = true;
+        if let Some(name) = rule
+            .names()
+            .iter()
+            .find(|n| *n == "write" || *n == "sendmsg")
+        {
+            return Err(SeccompError::NotifyFor(name.clone()));
+        }
+    }
+    let no_path = profile
+        .listener_path()
+        .as_ref()
+        .is_none_or(|p| p.as_os_str().is_empty());
+    if uses_notify && no_path {
+        return Err(SeccompError::NoListener);
+    }
+    Ok(())
+}
+
 /// Compiles `profile` (done in the parent so errors surface at create).
 pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     let default = action(profile.default_action(), profile.default_errno_ret());
@@ -213,7 +252,8 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
             arches.push(arch);
         }
     }
-    let mut uses_notify = profile.default_action() == LinuxSeccompAction::ScmpActNotify;
+    validate(profile)?;
+    let mut uses_notify = false;
     // Highest syscall number the profile names, per architecture.
     let mut newest: BTreeMap<u32, i32> = BTreeMap::new();
     for rule in profile.syscalls().iter().flatten() {
@@ -258,9 +298,6 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
                 }
             }
         }
-    }
-    if uses_notify && profile.listener_path().is_none() {
-        return Err(SeccompError::NoListener);
     }
     let bytes = export(&ctx)?;
     let mut program = decode(&bytes)?;
@@ -406,6 +443,29 @@ fn enosys_stub(newest: &BTreeMap<u32, i32>) -> Vec<libc::sock_filter> {
         libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA),
     ));
     out
+}
+
+/// Asks the kernel whether it takes the filter's flags, without loading
+/// anything: with a NULL program seccomp(2) fails with EFAULT once the
+/// flags passed, EINVAL if not (libseccomp probes the same way). Run before
+/// the container reports ready, so a filter that is only loaded right
+/// before execve still fails at create.
+pub fn probe(filter: &Filter) -> Result<(), SeccompError> {
+    // SAFETY: a NULL program is never read: the call fails before (EINVAL)
+    // or at (EFAULT) the copy.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            filter.flags,
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    match (ret, err.raw_os_error()) {
+        (r, Some(libc::EFAULT)) if r < 0 => Ok(()),
+        _ => Err(SeccompError::Load(err)),
+    }
 }
 
 /// Loads the filter into the calling thread. Returns the notify listener

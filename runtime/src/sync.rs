@@ -63,10 +63,16 @@ impl Channel {
 
     pub fn send(&self, msg: &Msg) -> Result<(), SyncError> {
         let bytes = serde_json::to_vec(msg).map_err(SyncError::Decode)?;
-        nix::sys::socket::send(
+        // sendmsg, as for fds: the init sends under a notify filter before
+        // the agent has its listener, and only sendmsg (which profiles may
+        // not notify, see `seccomp::compile`) is safe then.
+        let iov = [std::io::IoSlice::new(&bytes)];
+        nix::sys::socket::sendmsg::<()>(
             self.fd.as_raw_fd(),
-            &bytes,
+            &iov,
+            &[],
             nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            None,
         )?;
         Ok(())
     }
@@ -80,7 +86,7 @@ impl Channel {
             self.fd.as_raw_fd(),
             &iov,
             &cmsg,
-            nix::sys::socket::MsgFlags::empty(),
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
             None,
         )?;
         Ok(())

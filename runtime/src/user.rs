@@ -56,6 +56,29 @@ pub fn switch(user: &User, setgroups_allowed: bool) -> Result<(), UserError> {
     Ok(())
 }
 
+/// In a user namespace (new or joined), become its root, as runc's
+/// nsexec does, before creating the other namespaces: the process still
+/// carries the runtime's host ids, which the namespace does not map, so
+/// everything it created (mount points, device nodes) failed with
+/// EOVERFLOW. The host's supplementary groups are dropped too where the
+/// namespace allows setgroups. The gid follows in
+/// [`become_root_gid_in_userns`], after the other namespaces exist, also as
+/// runc (the new IPC namespace's mqueue keeps an unmapped group there).
+pub fn become_root_in_userns(setgroups_allowed: bool) -> Result<(), UserError> {
+    if setgroups_allowed {
+        setgroups(&[]).map_err(|e| UserError::Groups(Vec::new(), e))?;
+    }
+    let root = Uid::from_raw(0);
+    setresuid(root, root, root).map_err(|e| UserError::Uid(0, e))?;
+    Ok(())
+}
+
+/// The second half of [`become_root_in_userns`].
+pub fn become_root_gid_in_userns() -> Result<(), UserError> {
+    let root = Gid::from_raw(0);
+    setresgid(root, root, root).map_err(|e| UserError::Gid(0, e))
+}
+
 /// The home directory of `uid` from the container's `/etc/passwd`, else `/`.
 pub fn home_dir(passwd: &str, uid: u32) -> String {
     passwd

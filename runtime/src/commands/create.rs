@@ -84,6 +84,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
     let plan = Plan::new(linux.namespaces().as_deref().unwrap_or(&[]))?;
     let cgroup = crate::cgroups::config_for(spec, &a.id, g.systemd_cgroup)?;
     crate::cgroups::check_enforceable(&cgroup, linux.resources().as_ref())?;
+    crate::cgroups::check_before_create(&cgroup)?;
     let (filter, console) =
         super::filter_and_console(g, linux.seccomp().as_ref(), a.console_socket.as_deref())?;
 
@@ -104,6 +105,13 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
     std::env::set_current_dir(&bundle.dir)
         .with_context(|| format!("entering bundle {}", bundle.dir.display()))?;
 
+    // In a user namespace the init may not reach a source the spec binds:
+    // clone them while still host root (see `rootfs::BindSources`).
+    let bind_sources = if plan.in_userns() && plan.new_mount {
+        crate::rootfs::BindSources::open(spec.mounts().as_deref().unwrap_or(&[]), &bundle.dir)?
+    } else {
+        crate::rootfs::BindSources::default()
+    };
     let (parent, child) = Channel::pair()?;
     let parent_end = parent.raw();
     cleanup.cgroup = Some(&cgroup);
@@ -136,6 +144,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
             cgroup_path: cgroup.path.clone(),
             cgroup_self_join: self_join.as_deref(),
             container_id: &a.id,
+            bind_sources: &bind_sources,
         },
         parent,
         cgroup: CgroupAction::Setup(&cgroup, linux.resources().as_ref()),

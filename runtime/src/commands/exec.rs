@@ -247,6 +247,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
             cgroup_path: c.cgroup.path.clone(),
             cgroup_self_join: self_join.as_deref(),
             container_id: &c.id,
+            bind_sources: &crate::rootfs::BindSources::default(),
         },
         parent,
         cgroup: CgroupAction::Join(&c.cgroup),

@@ -14,6 +14,8 @@ use super::Global;
 use crate::container::Status;
 
 // The command's flags. Not a doc comment: clap would make it the help text.
+// The limits take -1 (unlimited) as runc's do, also as a separate argument
+// (`--memory-swap -1`), hence `allow_negative_numbers`.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
     /// Path to a file containing the resources to update, or '-' to read from stdin.
@@ -26,13 +28,13 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub cpu_period: Option<u64>,
     /// CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cpu_quota: Option<i64>,
     /// CPU realtime period to be used for hardcapping (in usecs).
     #[arg(long)]
     pub cpu_rt_period: Option<u64>,
     /// CPU realtime hardcap limit (in usecs).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cpu_rt_runtime: Option<i64>,
     /// CPU shares (relative weight vs. other containers).
     #[arg(long)]
@@ -44,16 +46,16 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub cpuset_mems: Option<String>,
     /// Memory limit (in bytes, or with a k/m/g suffix).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub memory: Option<String>,
     /// Memory reservation or soft_limit (in bytes, or with a suffix).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub memory_reservation: Option<String>,
     /// Total memory usage (memory + swap); set '-1' to enable unlimited swap.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub memory_swap: Option<String>,
     /// Maximum number of pids allowed in the container.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     /// Container id.
     pub id: String,

@@ -3,10 +3,14 @@
 //!
 //! The order follows runc's, because it is observable: mounts and
 //! createContainer hooks before pivot_root; the console, sysctls, read-only
-//! and masked paths after it; seccomp before dropping capabilities unless
-//! `noNewPrivileges` is set (then after, unprivileged); the exec fifo last.
+//! and masked paths after it; the exec fifo and startContainer hooks last.
+//! Unlike runc, the seccomp filter goes in after all of them, right before
+//! execve, so a profile need not allow the runtime's own steps (without
+//! `noNewPrivileges`, with CAP_SYS_ADMIN held back for it); a notify
+//! filter just before the runtime lets go of the process (see below).
 
 mod error;
+mod image;
 
 pub use error::{InitError, OomScoreError};
 
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use oci_spec::runtime::{Process, Spec};
 
-use self::error::{nul, send, sys};
+use self::error::{send, sys};
 use crate::namespaces::Plan;
 use crate::seccomp::Filter;
 use crate::sync::{Channel, Msg};
@@ -55,6 +59,8 @@ pub struct InitArgs<'a> {
     /// moves it.
     pub cgroup_self_join: Option<&'a [PathBuf]>,
     pub container_id: &'a str,
+    /// Bind sources cloned by the runtime (a container in a user namespace).
+    pub bind_sources: &'a crate::rootfs::BindSources,
 }
 
 type Res<T> = Result<T, InitError>;
@@ -72,7 +78,10 @@ pub fn run(args: InitArgs<'_>) -> ! {
         Ok(never) => match never {},
     };
     if args.channel.send(&Msg::Error(msg.clone())).is_err() {
-        eprintln!("berth-runtime init: {msg}");
+        // Not eprintln: under a seccomp filter the write may fail, and
+        // eprintln would panic over it instead of exiting.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "berth-runtime init: {msg}");
     }
     // SAFETY: _exit skips destructors of state shared with the parent's
     // copy; that is what a failed child must do.
@@ -102,7 +111,14 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     let linux = a.spec.linux().as_ref();
 
     plan.join_all()?;
+    let in_userns = plan.in_userns();
+    if in_userns {
+        crate::user::become_root_in_userns(setgroups_allowed_in_userns())?;
+    }
     crate::namespaces::unshare_flags(plan.unshare_after_join)?;
+    if in_userns {
+        crate::user::become_root_gid_in_userns()?;
+    }
     if plan.pid_by_unshare {
         crate::namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWPID)?;
     }
@@ -193,26 +209,29 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         .ok_or(InitError::NoArgs)?;
     let exe = lookup(argv0, &env)?;
 
-    // runc's order: without no_new_privs the filter needs CAP_SYS_ADMIN, so
-    // it goes in before the capabilities are dropped.
-    if !nnp {
-        load_seccomp(a)?;
-    }
     let caps = a
         .process
         .capabilities()
         .clone()
         .unwrap_or_else(crate::capabilities::none);
+    // Without no_new_privs loading a filter takes CAP_SYS_ADMIN. runc loads
+    // it before dropping capabilities, and then the profile must allow its
+    // every later step (user switch, chdir, ...). Instead CAP_SYS_ADMIN stays
+    // permitted, never effective, until the filter goes in; the spec's sets
+    // are applied right after it with one capset(2).
+    let held_back =
+        (!nnp && a.seccomp.is_some()).then(|| crate::capabilities::FinalSets::of(&caps));
+    let held = match held_back {
+        Some(_) => crate::capabilities::holding_sys_admin(&caps),
+        None => caps.clone(),
+    };
     crate::capabilities::apply_bounding(&caps)?;
     nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
-    let setgroups_allowed = !plan.new_user || setgroups_allowed_in_userns();
+    let setgroups_allowed = !plan.in_userns() || setgroups_allowed_in_userns();
     crate::user::fix_stdio_ownership(a.process.user().uid())?;
     crate::user::switch(a.process.user(), setgroups_allowed)?;
     nix::sys::prctl::set_keepcaps(false).map_err(sys("PR_SET_KEEPCAPS"))?;
-    crate::capabilities::apply_sets(&caps)?;
-    if nnp {
-        load_seccomp(a)?;
-    }
+    crate::capabilities::apply_sets(&held)?;
     if let Some(umask) = a.process.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
@@ -223,6 +242,25 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     enter_cwd(a.process.cwd())?;
     let env = with_home(env, a.process.user().uid());
     close_extra_fds(a.preserve_fds)?;
+    let image = image::Image::new(&exe, a.process.args().as_deref().unwrap_or(&[]), &env)?;
+
+    // The filter goes in as late as it can, so a strict profile need allow
+    // only what the workload does: right before execve, after the exec
+    // fifo and the startContainer hooks. A notify filter cannot wait that
+    // long: its listener must reach the runtime (which hands it to the
+    // agent) while the runtime still listens, before Ready.
+    let (early, late) = match a.seccomp {
+        Some(f) if f.uses_notify => (Some(f), None),
+        other => (None, other),
+    };
+    if let Some(filter) = early {
+        load_seccomp(a, filter, held_back.as_ref())?;
+    }
+    if let Some(filter) = late {
+        // Loaded after Ready, where a failure could no longer fail create:
+        // make sure now that the kernel takes its flags.
+        crate::seccomp::probe(filter)?;
+    }
 
     a.channel
         .send(&Msg::Ready)
@@ -239,7 +277,10 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
             )?;
         }
     }
-    exec(&exe, a.process.args().as_deref().unwrap_or(&[]), &env)
+    if let Some(filter) = late {
+        load_seccomp(a, filter, held_back.as_ref())?;
+    }
+    Err(image.exec())
 }
 
 fn started_state(a: &InitArgs<'_>) -> String {
@@ -283,14 +324,15 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<Option<nix::mount::MsFlags>> {
         rootfs: &a.rootfs,
         bundle: &a.bundle,
         cgroup_path: &a.cgroup_path,
-        in_userns: plan.new_user,
+        in_userns: plan.in_userns(),
         kernel_mounts: &kernel_mounts,
+        bind_sources: a.bind_sources,
     };
     let mut dev_ro = None;
     let mut dev_is_bind = false;
     let mut has_dev = false;
-    for m in a.spec.mounts().iter().flatten() {
-        if let Some(flags) = crate::rootfs::mount_one(&ctx, m)? {
+    for (i, m) in a.spec.mounts().iter().flatten().enumerate() {
+        if let Some(flags) = crate::rootfs::mount_one(&ctx, i, m)? {
             dev_ro = Some(flags);
         }
         if m.destination() == Path::new("/dev") {
@@ -302,7 +344,7 @@ fn setup_rootfs(a: &InitArgs<'_>) -> Res<Option<nix::mount::MsFlags>> {
     }
     if has_dev && !dev_is_bind {
         let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
-        crate::rootfs::create_devices(&root, &devices, plan.new_user)?;
+        crate::rootfs::create_devices(&root, &devices, plan.in_userns())?;
     }
 
     a.channel
@@ -439,11 +481,21 @@ fn setgroups_allowed_in_userns() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow")
 }
 
-fn load_seccomp(a: &InitArgs<'_>) -> Res<()> {
-    let Some(filter) = a.seccomp else {
-        return Ok(());
-    };
+/// Loads `filter`. With `held_back` (no no_new_privs) CAP_SYS_ADMIN, held
+/// permitted until now, is raised for it, and the spec's sets are applied
+/// right after. A notify listener goes to the runtime at once.
+fn load_seccomp(
+    a: &InitArgs<'_>,
+    filter: &Filter,
+    held_back: Option<&crate::capabilities::FinalSets>,
+) -> Res<()> {
+    if let Some(sets) = held_back {
+        sets.raise_sys_admin()?;
+    }
     let listener = crate::seccomp::load(filter)?;
+    if let Some(sets) = held_back {
+        sets.apply()?;
+    }
     if let Some(fd) = listener {
         a.channel
             .send(&Msg::SeccompListener)
@@ -604,25 +656,6 @@ fn wait_exec_fifo(fifo: &OwnedFd) -> Res<()> {
     .map_err(sys("opening the exec fifo"))?;
     nix::unistd::write(&fd, b"0").map_err(sys("writing the exec fifo"))?;
     Ok(())
-}
-
-fn exec(exe: &Path, args: &[String], env: &[String]) -> Res<Never> {
-    let cpath = CString::new(exe.as_os_str().as_bytes()).map_err(nul("executable path"))?;
-    let cargs: Vec<CString> = args
-        .iter()
-        .map(|s| CString::new(s.as_bytes()))
-        .collect::<Result<_, _>>()
-        .map_err(nul("argument"))?;
-    let cenv: Vec<CString> = env
-        .iter()
-        .map(|s| CString::new(s.as_bytes()))
-        .collect::<Result<_, _>>()
-        .map_err(nul("environment"))?;
-    let source = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
-    Err(InitError::Exec {
-        exe: exe.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]

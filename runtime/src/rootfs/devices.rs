@@ -16,15 +16,17 @@ use super::clean;
 use super::error::{resolve, sys, RootfsError};
 use super::handles::fd_path;
 
-/// runc's default device nodes, created in every container with its own /dev.
+/// runc's default device nodes, created in every container with its own
+/// /dev, in runc's order (visible in a user namespace, where each is a bind
+/// mount).
 pub fn default_devices() -> Vec<(&'static str, u64, u64)> {
     vec![
         ("/dev/null", 1, 3),
-        ("/dev/zero", 1, 5),
-        ("/dev/full", 1, 7),
         ("/dev/random", 1, 8),
-        ("/dev/urandom", 1, 9),
+        ("/dev/full", 1, 7),
         ("/dev/tty", 5, 0),
+        ("/dev/zero", 1, 5),
+        ("/dev/urandom", 1, 9),
     ]
 }
 

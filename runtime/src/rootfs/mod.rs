@@ -25,6 +25,7 @@ mod options;
 mod paths;
 mod pivot;
 mod propagation;
+mod sources;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -36,6 +37,7 @@ pub use options::{parse_options, Options};
 pub use paths::{mask_paths, readonly_paths, readonly_root, verified_dev_null};
 pub use pivot::{move_root, pivot};
 pub use propagation::{finish_propagation, prepare, root_propagation};
+pub use sources::BindSources;
 
 /// `dest` made absolute with `..` resolved lexically, for the checks that
 /// must see where a spec path really points (`/proc/../proc/sys` is inside

@@ -93,6 +93,9 @@ pub struct MountCtx<'a> {
     pub in_userns: bool,
     /// See [`kernel_mounts`].
     pub kernel_mounts: &'a [PathBuf],
+    /// Bind sources the runtime cloned for a container in a user namespace
+    /// (see [`BindSources`](super::BindSources)); empty otherwise.
+    pub bind_sources: &'a super::BindSources,
 }
 
 fn source_path(bundle: &Path, src: &Path) -> PathBuf {
@@ -107,7 +110,11 @@ fn source_path(bundle: &Path, src: &Path) -> PathBuf {
 /// with when the mount is a read-only /dev that
 /// [`finish_dev`](super::finish_dev) must make read-only once its nodes and
 /// the console exist.
-pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<Option<MsFlags>, RootfsError> {
+pub fn mount_one(
+    ctx: &MountCtx<'_>,
+    index: usize,
+    m: &Mount,
+) -> Result<Option<MsFlags>, RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().clone().unwrap_or_default();
     let bind = opts.bind || typ == "bind";
@@ -130,6 +137,7 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<Option<MsFlags>, Rootf
         cgroup_path: ctx.cgroup_path,
         in_userns: ctx.in_userns,
         kernel_mounts: ctx.kernel_mounts,
+        bind_sources: ctx.bind_sources,
     };
     if typ == "cgroup" && !bind {
         return mount_cgroup_v1(ctx.root, ctx.cgroup_path, dest, &opts).map(|()| None);
@@ -140,21 +148,31 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<Option<MsFlags>, Rootf
     let data = (!data.is_empty()).then_some(data);
     if bind {
         let src = source_path(ctx.bundle, &source);
-        let meta = std::fs::metadata(&src).map_err(|source| RootfsError::Source {
-            what: what.clone(),
-            source,
-        })?;
-        let tgt = target(ctx.root, dest, !meta.is_dir())?;
+        let tree = ctx.bind_sources.get(index);
+        let is_dir = match tree {
+            Some(t) => nix::sys::stat::fstat(t)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .map_err(sys(what.clone()))?,
+            None => std::fs::metadata(&src)
+                .map_err(|source| RootfsError::Source {
+                    what: what.clone(),
+                    source,
+                })?
+                .is_dir(),
+        };
+        let tgt = target(ctx.root, dest, !is_dir)?;
         check_resolved_target(dest, &tgt, ctx.kernel_mounts)?;
-        let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mount(
-            Some(&src),
-            &fd_path(&tgt),
-            None::<&str>,
-            flags,
-            None::<&str>,
-        )
-        .map_err(sys(what.clone()))?;
+        match tree {
+            Some(t) => super::sources::attach(t, &tgt, &what)?,
+            None => mount(
+                Some(&src),
+                &fd_path(&tgt),
+                None::<&str>,
+                MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC),
+                None::<&str>,
+            )
+            .map_err(sys(what.clone()))?,
+        }
         // The handle names the directory under the new mount: resolve again
         // to reach the mount itself.
         let tgt = remounted(ctx.root, dest)?;
@@ -171,19 +189,6 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<Option<MsFlags>, Rootf
     let tgt = target(ctx.root, dest, false)?;
     check_resolved_target(dest, &tgt, ctx.kernel_mounts)?;
     let mut flags = opts.flags;
-    if typ == "mqueue" && ctx.in_userns {
-        // mqueue cannot be mounted in a user namespace without a new IPC
-        // namespace owned by it; bind the host's instead, as runc does.
-        return mount(
-            Some("/dev/mqueue"),
-            &fd_path(&tgt),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map(|()| None)
-        .map_err(sys(what));
-    }
     let mut remount_ro = false;
     if dest == Path::new("/dev") && flags.contains(MsFlags::MS_RDONLY) {
         // Device nodes are created after mounting: make it read-only then.
@@ -220,6 +225,18 @@ pub fn mount_one(ctx: &MountCtx<'_>, m: &Mount) -> Result<Option<MsFlags>, Rootf
                 flags | MsFlags::MS_RDONLY,
                 &what,
             )?;
+        }
+        // mqueue needs an IPC namespace owned by the user namespace (the
+        // spec's usual new one is); without one, bind the host's instead.
+        Err(nix::Error::EPERM) if typ == "mqueue" && ctx.in_userns => {
+            mount(
+                Some("/dev/mqueue"),
+                &fd_path(&tgt),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys(what.clone()))?;
         }
         Err(e) => return Err(sys(what)(e)),
     }
