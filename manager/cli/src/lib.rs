@@ -3,6 +3,7 @@
 //! daemon: the binary hands them in as a [`Daemon`], so this crate never
 //! depends on the daemon's internals.
 
+mod commit;
 mod containers;
 mod images;
 mod network;
@@ -153,6 +154,11 @@ enum Command {
         after_help = "Examples:\n  berth tag busybox 127.0.0.1:5000/me/busybox:1\n  berth push 127.0.0.1:5000/me/busybox:1\n  berth push --platform linux/amd64 registry.example.com/app:2"
     )]
     Push(share::PushArgs),
+    /// Make a container's changes a new image.
+    #[command(
+        after_help = "Examples:\n  berth commit web 127.0.0.1:5000/me/web:v2\n  berth commit --change 'CMD [\"echo\",\"hi\"]' --change 'ENV MODE=prod' -m 'tuned' web web:tuned"
+    )]
+    Commit(commit::CommitArgs),
     /// Name an image under another name too (an existing one is replaced).
     #[command(
         after_help = "Examples:\n  berth tag busybox registry.example.com/tools/busybox:1.36"
@@ -448,6 +454,7 @@ fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
             Command::Logs(a) => containers::logs(&c, a).await,
             Command::Pull(a) => images::pull(&c, a).await,
             Command::Push(a) => share::push(&c, a).await,
+            Command::Commit(a) => commit::commit(&c, a).await,
             Command::Tag { source, target } => share::tag(&c, source, target).await,
             Command::Login(a) => share::login(&c, a).await,
             Command::Images(j) => images::list(&c, j.json).await,

@@ -6,6 +6,7 @@
 
 use crate::apply::ApplyError;
 use crate::archive::ArchiveError;
+use crate::commit::CommitError;
 use crate::config::ConfigError;
 use crate::container::ContainerError;
 use crate::content::ContentError;
@@ -250,6 +251,28 @@ impl Kind for ArchiveError {
             A::Metadata(e) => e.kind(),
             A::Namespace(e) => e.kind(),
             A::Pull(e) => e.kind(),
+        }
+    }
+}
+
+impl Kind for CommitError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CommitError::NotFound(_) => NotFound,
+            CommitError::BadChange { .. } => InvalidArgument,
+            CommitError::NoImage { .. }
+            | CommitError::ImageChanged { .. }
+            | CommitError::Redirect(_) => FailedPrecondition,
+            CommitError::Read { .. } | CommitError::Write(_) | CommitError::Internal(_) => Internal,
+            CommitError::Reference(e) => e.kind(),
+            CommitError::Container(e) => e.kind(),
+            CommitError::Image(e) => e.kind(),
+            CommitError::Content(e) => e.kind(),
+            CommitError::Snapshot(e) => e.kind(),
+            CommitError::Store(e) => e.kind(),
+            CommitError::Lease(e) => e.kind(),
+            CommitError::Metadata(e) => e.kind(),
+            CommitError::Namespace(e) => e.kind(),
         }
     }
 }

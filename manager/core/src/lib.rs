@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod archive;
 pub mod cni;
+pub mod commit;
 pub mod config;
 pub mod container;
 pub mod content;

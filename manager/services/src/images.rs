@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{namespace, pb};
 use berth_core::archive::{self, LoadOptions, Save, Spool};
+use berth_core::commit::{self, CommitOptions};
 use berth_core::image::{self, Desc, ImageError, ImageRecord, Platform};
 use berth_core::metadata::{key, Table};
 use berth_core::pull::{self, Progress, PullOptions};
@@ -352,5 +353,37 @@ impl pb::images_server::Images for Service {
         };
         let server = push::check_login(&self.0, &r.server, auth).await.status()?;
         Ok(Response::new(pb::CheckLoginResponse { server }))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let opts = CommitOptions {
+            container: r.container,
+            reference: r.reference,
+            changes: r.changes,
+            message: r.message,
+            author: r.author,
+            no_pause: r.no_pause,
+        };
+        // As a pull: the commit runs to its end even if the client goes
+        // away, so its lease is released either way.
+        let job = tokio::spawn({
+            let (m, ns) = (self.0.clone(), ns.clone());
+            async move { commit::commit(&m, &ns, opts).await }
+        });
+        let c = job
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .status()?;
+        Ok(Response::new(pb::CommitResponse {
+            image: Some(image_pb(&self.0, &ns, &c.image)),
+            layer: Some(desc_pb(&c.layer)),
+            diff_id: c.diff_id,
+            entries: c.entries,
+        }))
     }
 }
