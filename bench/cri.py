@@ -40,8 +40,12 @@ a private mount namespace. What it does:
    berth makes its pause image), then --rounds rounds; each round runs one
    cycle per daemon, the order alternating each round: RunPodSandbox,
    CreateContainer + StartContainer (busybox `sleep 1000`), ExecSync `true`,
-   StopPodSandbox + RemovePodSandbox, each call timed inside the client (no
-   process start). Prints median, p90, min and max ms per call and
+   Exec `true` streamed (the Exec call and its streaming session on the URL
+   it answers, `v4.channel.k8s.io` over WebSocket, or SPDY/3.1 with
+   --stream spdy, timed to the exit status on the error channel: both
+   daemons' streaming servers are on 127.0.0.1, containerd's through
+   stream_server_address/port in its config), StopPodSandbox +
+   RemovePodSandbox, each call timed inside the client (no process start). Prints median, p90, min and max ms per call and
    containerd/berth of the medians (>1: berth faster; the issue's target is
    >= 2).
 5. Memory: --pods (default 10) pods of one `sleep 1000` container each per
@@ -101,7 +105,9 @@ CTD_SHIM_SOCKETS = "/run/containerd/s"
 CNI_BIN = "/usr/lib/cni"
 OPS = [("runp_ms", "RunPodSandbox"), ("create_start_ms", "CreateContainer+StartContainer"),
        ("create_ms", "  CreateContainer"), ("start_ms", "  StartContainer"),
-       ("exec_ms", "ExecSync true"), ("teardown_ms", "StopPodSandbox+RemovePodSandbox")]
+       ("exec_ms", "ExecSync true"), ("exec_stream_ms", "Exec (streamed) true"),
+       ("exec_call_ms", "  Exec call (URL)"), ("exec_stream_end_ms", "  to the session's end"),
+       ("teardown_ms", "StopPodSandbox+RemovePodSandbox")]
 CALL_TIMEOUT = 300
 
 
@@ -338,6 +344,10 @@ class Containerd:
                     # containerd gives a pod's infra process cannot be set
                     # (runc fails at it); clamped to containerd's own (0).
                     '  restrict_oom_score_adj = true\n'
+                    # Its defaults, said: the streaming server (Exec's URL)
+                    # on 127.0.0.1, a free port.
+                    '  stream_server_address = "127.0.0.1"\n'
+                    '  stream_server_port = "0"\n'
                     f'[{cri}.containerd]\n  snapshotter = "overlayfs"\n'
                     '  default_runtime_name = "runc"\n'
                     f'[{cri}.containerd.runtimes.runc]\n'
@@ -390,13 +400,14 @@ class Session:
     """A berth-cri-bench session on one CRI socket: one command a line in,
     one JSON line out."""
 
-    def __init__(self, tool, bench_bin, run_dir, token, image):
+    def __init__(self, tool, bench_bin, run_dir, token, image, stream):
         self.tool = tool
         logf = open(f"{run_dir}/client-{tool.name}.log", "ab")
         self.p = subprocess.Popen(
             [bench_bin, "--socket", tool.sock, "--image", image, "--prefix", f"{token}-{tool.name}",
              "--log-dir", f"{run_dir}/logs/{tool.name}",
-             "--cgroup-parent", f"/{CG_PREFIX}{token}/{tool.name}", "session"],
+             "--cgroup-parent", f"/{CG_PREFIX}{token}/{tool.name}", "--stream", stream,
+             "session"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, text=True,
             start_new_session=True)
         logf.close()
@@ -568,6 +579,9 @@ def main():
     ap.add_argument("--pods", type=int, default=10,
                     help="pods of one container per daemon for the memory measure "
                          "(default %(default)s)")
+    ap.add_argument("--stream", choices=("ws", "spdy"), default="ws",
+                    help="the streamed exec's protocol, v4.channel.k8s.io over WebSocket or "
+                         "SPDY/3.1 (default %(default)s)")
     ap.add_argument("--workdir", default="/var/tmp/berth-bench-cri",
                     help="parent of the run dir (default %(default)s)")
     ap.add_argument("--bin-dir", default="target/release",
@@ -664,7 +678,8 @@ def bench(a, r, bin_dir):
 
     # 3. Clients, pulls, warm-up.
     for t in tools:
-        r.sessions[t.name] = Session(t, f"{bin_dir}/berth-cri-bench", r.dir, r.token, image)
+        r.sessions[t.name] = Session(t, f"{bin_dir}/berth-cri-bench", r.dir, r.token, image,
+                                     a.stream)
     for t in tools:
         v = r.sessions[t.name].call("pull")
         log(f"{t.name}: PullImage {image} in {v['ms']:.0f} ms -> {v['image_ref']}")
@@ -677,9 +692,13 @@ def bench(a, r, bin_dir):
         if v["exec_exit"]:
             raise Failed(t.name, f"{t.name}: warm-up ExecSync `true` in {v['exec_container']} "
                          f"exited {v['exec_exit']}: {v['exec_output']!r}")
+        if not v["exec_stream_ok"]:
+            raise Failed(t.name, f"{t.name}: warm-up streamed Exec `true` ({a.stream}) in "
+                         f"{v['exec_container']} gave status {v['exec_stream_status']!r}")
         log(f"{t.name}: warm-up cycle: RunPodSandbox {v['runp_ms']:.0f} ms (first pod: "
             f"{'pulls the pause image' if t.name == 'containerd' else 'makes its pause image'}), "
             f"create+start {v['create_start_ms']:.0f} ms, ExecSync {v['exec_ms']:.0f} ms, "
+            f"Exec streamed ({a.stream}) {v['exec_stream_ms']:.0f} ms, "
             f"teardown {v['teardown_ms']:.0f} ms")
 
     busy = host_busy()
@@ -697,8 +716,10 @@ def bench(a, r, bin_dir):
             v = r.sessions[t.name].call(f"cycle r{i}")
             res[t.name].append(v)
             bad = f" (exit {v['exec_exit']})" if v["exec_exit"] else ""
+            sbad = "" if v["exec_stream_ok"] else f" ({v['exec_stream_status']!r})"
             line.append(f"{t.name} runp {v['runp_ms']:5.1f} c+s {v['create_start_ms']:5.1f} "
-                        f"exec {v['exec_ms']:5.1f}{bad} down {v['teardown_ms']:5.1f}")
+                        f"exec {v['exec_ms']:5.1f}{bad} stream {v['exec_stream_ms']:5.1f}{sbad} "
+                        f"down {v['teardown_ms']:5.1f}")
         log(f"  round {i + 1:2}: " + " | ".join(line))
     log(f"CPU busy in the 2 s after the rounds: {host_busy():.0%}")
 
@@ -730,7 +751,8 @@ def bench(a, r, bin_dir):
 
     # 6. Results.
     log("")
-    log(f"CRI latency, {a.rounds} rounds (ms, timed in the client, one connection per daemon)")
+    log(f"CRI latency, {a.rounds} rounds (ms, timed in the client, one connection per daemon; "
+        f"streamed exec over {a.stream})")
     log(f"{'call':<34}{'tool':<12}{'median':>8}{'p90':>8}{'min':>8}{'max':>8}")
     stats = {}
     for key, label in OPS:
@@ -749,6 +771,15 @@ def bench(a, r, bin_dir):
             log(f"  {t.name}: ExecSync `true` exited non-zero in {len(exec_failed[t.name])} of "
                 f"{a.rounds} rounds (first: round {f['round']}, exit {f['exit']}, output "
                 f"{f['output']!r}, container {f['container']}); their times are counted")
+    stream_failed = {t.name: [{"round": i + 1, "status": v["exec_stream_status"]}
+                              for i, v in enumerate(res[t.name]) if not v["exec_stream_ok"]]
+                     for t in tools}
+    for t in tools:
+        if stream_failed[t.name]:
+            f = stream_failed[t.name][0]
+            log(f"  {t.name}: the streamed Exec `true` gave no Success status in "
+                f"{len(stream_failed[t.name])} of {a.rounds} rounds (first: round {f['round']}, "
+                f"{f['status']!r}); their times are counted")
     ratios = {k: stats[k]["containerd"]["median"] / stats[k]["berth"]["median"] for k, _ in OPS}
     log("containerd/berth (medians; >1 means berth is faster, target >= 2): " + ", ".join(
         f"{label.strip()} {ratios[k]:.2f}x" for k, label in OPS))
@@ -772,6 +803,8 @@ def bench(a, r, bin_dir):
         "latency_ms": {t.name: [{k: v[k] for k, _ in OPS} for v in res[t.name]] for t in tools},
         "latency": stats,
         "exec_nonzero": exec_failed,
+        "stream_protocol": a.stream,
+        "exec_stream_not_success": stream_failed,
         "containerd_over_berth": {k: round(v, 3) for k, v in ratios.items()},
         "warmup": {k: {kk: v[kk] for kk, _ in OPS} for k, v in warm.items()},
         "idle_daemon_kb": idle,

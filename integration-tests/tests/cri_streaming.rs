@@ -250,7 +250,7 @@ async fn exec_and_attach_over_websocket() {
     )
     .await;
     let py = blocking(move || {
-        std::process::Command::new("python3")
+        std::process::Command::new(PYTHON)
             .args(["-c", PY_CLIENT, &url, "v4.base64.channel.k8s.io"])
             .output()
             .unwrap()
@@ -258,7 +258,7 @@ async fn exec_and_attach_over_websocket() {
     .await;
     assert!(
         py.status.success(),
-        "python3 websocket-client (pip install websocket-client): {}",
+        "Debian's python3 with websocket-client (apt install python3-websocket): {}",
         String::from_utf8_lossy(&py.stderr)
     );
     let got: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
@@ -268,7 +268,7 @@ async fn exec_and_attach_over_websocket() {
     assert_eq!(st["details"]["causes"][0]["message"], "2", "{st}");
     let url = exec_url(&mut s.c, exec_req(&id, &["head", "-n1"], true, false)).await;
     let py = blocking(move || {
-        std::process::Command::new("python3")
+        std::process::Command::new(PYTHON)
             .args(["-c", PY_CLIENT, &url, "v4.channel.k8s.io", "from python\n"])
             .output()
             .unwrap()
@@ -941,6 +941,10 @@ func main() {
 /// Python's websocket-client: connects to argv[1] with subprotocol
 /// argv[2], sends argv[3] (if any) on stdin, and prints each channel's
 /// text as JSON.
+/// Debian's interpreter, where `python3-websocket` (websocket-client)
+/// lives, whatever `python3` a PATH finds first.
+const PYTHON: &str = "/usr/bin/python3";
+
 const PY_CLIENT: &str = r#"
 import base64, json, sys, websocket
 url, proto = sys.argv[1], sys.argv[2]

@@ -2,8 +2,8 @@
 //! one long-lived connection to a CRI socket (berth's or containerd's), as a
 //! kubelet keeps one, through which it pulls an image, runs pod cycles as a
 //! kubelet drives them (RunPodSandbox, CreateContainer, StartContainer,
-//! ExecSync, StopPodSandbox, RemovePodSandbox), each call timed in this
-//! process, starts pods that stay up (for a memory measure) and removes
+//! ExecSync, Exec with its streaming session, StopPodSandbox,
+//! RemovePodSandbox), each call timed in this process, starts pods that stay up (for a memory measure) and removes
 //! them. Every command prints one JSON line, so a driver aggregates.
 //!
 //! `session` reads commands from stdin, one a line, and answers each with
@@ -16,10 +16,22 @@
 //!   down                  StopPodSandbox + RemovePodSandbox of every pod of --prefix
 //!
 //! The other subcommands do one of those and exit.
+//!
+//! The streamed exec (`--stream ws`, the default, or `spdy`) is the CRI
+//! Exec call of `true` (stdout and stderr, no stdin, no tty, as `kubectl
+//! exec POD -- true` asks) and the session on the URL it answers, as a
+//! kubelet's client runs it: `v4.channel.k8s.io` over WebSocket (kubelet's
+//! wsstream, channels 1 stdout, 2 stderr, 3 error) or over SPDY/3.1 (streams
+//! error, stdout, stderr), with the blocking clients of
+//! `berth_integration_tests::streaming` on a blocking thread. It is timed
+//! from the Exec call to the exit status (v4's `metav1.Status` on the error
+//! channel) and to the connection's end.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use berth_integration_tests::streaming::{Spdy, SpdyFrame, Ws};
 
 use anyhow::{anyhow, Context, Result};
 use berth_integration_tests::cri::cri as pb;
@@ -62,6 +74,10 @@ struct Opts {
     /// The pods' cgroup parent (cgroupfs); each pod gets `<it>/pod<uid>`.
     #[arg(long, default_value = "")]
     cgroup_parent: String,
+    /// The streaming protocol of the streamed exec: `ws` (WebSocket) or
+    /// `spdy` (SPDY/3.1), both with `v4.channel.k8s.io`.
+    #[arg(long, default_value = "ws", value_parser = ["ws", "spdy"])]
+    stream: String,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +116,83 @@ fn ms(t: Instant) -> f64 {
 /// A failed call, named with the request and the status's code and message.
 fn failed(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow!("{what}: {:?}: {}", s.code(), s.message())
+}
+
+/// What a streamed exec's session gave: ms from the Exec call's start to
+/// the exit status and to the connection's end, and the status (v4's
+/// `metav1.Status` JSON; empty when none came).
+struct Streamed {
+    status_ms: f64,
+    end_ms: f64,
+    status: String,
+}
+
+/// Runs the v4 exec session on `url` (no stdin, stdout and stderr) to the
+/// connection's end; times are from `t`.
+fn stream_exec(url: &str, protocol: &str, t: Instant) -> Result<Streamed> {
+    const V4: &str = "v4.channel.k8s.io";
+    let mut status = Vec::new();
+    let mut status_ms = None;
+    if protocol == "spdy" {
+        let (mut c, chosen) = Spdy::connect(url, &[V4])
+            .map_err(|(code, hs)| anyhow!("SPDY upgrade of {url} refused: HTTP {code} {hs:?}"))?;
+        if chosen != V4 {
+            return Err(anyhow!(
+                "SPDY upgrade of {url}: protocol {chosen:?}, not {V4}"
+            ));
+        }
+        // As kubelet's client opens them: the error stream first.
+        let e = c.open(&[("streamType", "error")]);
+        c.open(&[("streamType", "stdout")]);
+        c.open(&[("streamType", "stderr")]);
+        while let Some(f) = c.read() {
+            match f {
+                SpdyFrame::Data { id, fin, data } if id == e => {
+                    status.extend(data);
+                    if (fin || !status.is_empty()) && status_ms.is_none() {
+                        status_ms = Some(ms(t));
+                    }
+                }
+                // kubelet's SPDY connection resets every stream (CANCEL)
+                // when it closes, after the status: the end, not a failure
+                // (a missing status is).
+                SpdyFrame::GoAway { .. } => break,
+                _ => {}
+            }
+        }
+    } else {
+        let mut ws = Ws::connect(url, &[V4])
+            .map_err(|code| anyhow!("WebSocket upgrade of {url} refused: HTTP {code}"))?;
+        if ws.protocol != V4 {
+            return Err(anyhow!(
+                "WebSocket upgrade of {url}: protocol {:?}, not {V4}",
+                ws.protocol
+            ));
+        }
+        while let Some((op, data)) = ws.recv() {
+            match op {
+                8 => {
+                    ws.send(8, &data[..data.len().min(2)]);
+                    break;
+                }
+                // Each write channel opens with an empty message: the
+                // status is the error channel's first non-empty one.
+                2 if data.len() > 1 && data[0] == 3 => {
+                    status.extend(&data[1..]);
+                    if status_ms.is_none() {
+                        status_ms = Some(ms(t));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let end_ms = ms(t);
+    Ok(Streamed {
+        status_ms: status_ms.unwrap_or(end_ms),
+        end_ms,
+        status: String::from_utf8_lossy(&status).into_owned(),
+    })
 }
 
 fn ns_options() -> pb::NamespaceOption {
@@ -353,6 +446,11 @@ impl Client {
                 String::from_utf8_lossy(&r.stderr)
             )
         };
+        let (exec_call, streamed) = self.exec_streamed(&ctr).await?;
+        // v4's status on success is `{"metadata":{},"status":"Success"}`.
+        let stream_ok = serde_json::from_str::<Value>(&streamed.status)
+            .map(|v| v["status"] == "Success")
+            .unwrap_or(false);
         let [stop, remove] = self.teardown(&pod).await?;
         Ok(json!({
             "op": "cycle", "label": label, "pod": pod,
@@ -360,9 +458,39 @@ impl Client {
             "create_start_ms": ((create + start) * 1e3).round() / 1e3,
             "exec_ms": exec, "exec_exit": r.exit_code, "exec_output": exec_output,
             "exec_container": ctr,
+            "exec_call_ms": exec_call, "exec_stream_ms": streamed.status_ms,
+            "exec_stream_end_ms": streamed.end_ms, "exec_stream_ok": stream_ok,
+            "exec_stream_status": streamed.status, "stream_protocol": self.o.stream,
             "stop_ms": stop, "remove_ms": remove,
             "teardown_ms": ((stop + remove) * 1e3).round() / 1e3,
         }))
+    }
+
+    /// Exec `true` and its streaming session: the Exec call's own time and
+    /// the session's (both from the call's start).
+    async fn exec_streamed(&mut self, ctr: &str) -> Result<(f64, Streamed)> {
+        let t = Instant::now();
+        let url = self
+            .rt
+            .exec(pb::ExecRequest {
+                container_id: ctr.into(),
+                cmd: vec!["true".into()],
+                tty: false,
+                stdin: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .map_err(failed(&format!("Exec true in {ctr}")))?
+            .into_inner()
+            .url;
+        let call = ms(t);
+        let protocol = self.o.stream.clone();
+        let streamed = tokio::task::spawn_blocking(move || stream_exec(&url, &protocol, t))
+            .await
+            .map_err(|e| anyhow!("the streaming session of Exec true in {ctr}: {e}"))?
+            .with_context(|| format!("the streaming session of Exec true in {ctr}"))?;
+        Ok((call, streamed))
     }
 
     async fn up(&mut self, k: usize) -> Result<Value> {
