@@ -411,3 +411,35 @@ fn in_its_cgroup_everywhere(pid: i64, id: &str) {
         );
     }
 }
+
+/// The intermediate process of a pid namespace reports the container
+/// process's pid on the channel the process itself writes to: a report that
+/// came after the process's Ready made the runtime wait for the
+/// intermediate (exit 0) and answer 0 for a command that exited 3, about
+/// once in 200 execs. A late report (the runtime's test hook) makes it
+/// every time without the ordering.
+#[test]
+fn exec_status_is_the_commands_even_when_the_pid_report_is_late() {
+    let rt = Runtime::new();
+    let (_d, b) = bundle(&["sleep", "100"]);
+    let c = rt.container("late-pid");
+    rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &c.id])
+        .ok();
+    for _ in 0..3 {
+        let out = rt
+            .cmd()
+            .env("BERTH_TEST_DELAY_PID_REPORT_MS", "300")
+            .args(["exec", &c.id, "sh", "-c", "echo o; exit 3"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).as_ref()
+            ),
+            (Some(3), "o\n"),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

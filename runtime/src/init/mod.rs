@@ -99,6 +99,10 @@ fn wait_for(ch: &Channel, want: fn(&Msg) -> bool) -> Res<Msg> {
     }
 }
 
+/// Test hook: milliseconds the intermediate process waits before it
+/// reports the pid of the process it forked into the pid namespace.
+pub const DELAY_PID_REPORT_ENV: &str = "BERTH_TEST_DELAY_PID_REPORT_MS";
+
 fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     // Before anything else (a fork into a pid namespace included), so every
     // process of the container starts inside its cgroup. The runtime applies
@@ -124,18 +128,43 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     }
     if plan.pid_by_unshare || plan.pid_by_join {
         // Entering a pid namespace only affects children: fork, and let the
-        // parent report the new process and leave.
+        // parent report the new process and leave. The child waits until
+        // that report is sent: both write to the one channel, and a child
+        // whose Ready came first made the runtime take the intermediate
+        // (exiting 0) for the container's process, so an exec returned 0
+        // where the command exited 3 (once in a few hundred execs).
+        let (gate_r, gate_w) = nix::unistd::pipe().map_err(sys("pipe for the pid report"))?;
         // SAFETY: single-threaded process; the child only continues setup.
         match unsafe { nix::unistd::fork() }.map_err(sys("fork into the pid namespace"))? {
             nix::unistd::ForkResult::Parent { child } => {
+                drop(gate_r);
+                // For the test of this ordering: a late report, which the
+                // gate must make harmless.
+                if let Some(ms) = std::env::var(DELAY_PID_REPORT_ENV)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(ms.min(5_000)));
+                }
                 let code = match a.channel.send(&Msg::Pid(child.as_raw())) {
                     Ok(()) => 0,
                     Err(_) => 1,
                 };
+                drop(gate_w);
                 // SAFETY: the intermediate process exits without unwinding.
                 unsafe { libc::_exit(code) }
             }
-            nix::unistd::ForkResult::Child => {}
+            nix::unistd::ForkResult::Child => {
+                drop(gate_w);
+                // End of file once the parent sent the report (or died).
+                let mut gate = std::fs::File::from(gate_r);
+                let mut b = [0u8; 1];
+                while let Err(e) = std::io::Read::read(&mut gate, &mut b) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        break;
+                    }
+                }
+            }
         }
     }
     if plan.new_cgroup {
