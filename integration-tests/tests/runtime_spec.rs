@@ -1197,3 +1197,47 @@ fn run_with_a_terminal_proxies_it_like_runc() {
     );
     assert!(out.contains("rc=4"), "{out}");
 }
+
+/// A read-only root drops the nosuid/nodev its bind mount inherited from
+/// the filesystem the bundle is on, as runc's remount does (a bundle on a
+/// tmpfs /tmp mounted nosuid,nodev, as on a fresh machine, showed the
+/// difference: setuid programs of a read-only image stopped working).
+#[test]
+fn a_readonly_root_does_not_keep_the_hosts_nosuid() {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .unwrap();
+    let _unmount = Unmount(dir.path().to_owned());
+    let b = berth_integration_tests::fixtures::bundle::busybox(
+        &dir.path().join("bundle"),
+        &["sh", "-c", "head -n1 /proc/self/mounts"],
+    )
+    .unwrap();
+    b.edit_config(|c| c["root"]["readonly"] = json!(true))
+        .unwrap();
+    let out = run_out(&rt, &b, "ro-root");
+    let opts: Vec<&str> = out
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("")
+        .split(',')
+        .collect();
+    assert!(opts.contains(&"ro"), "{out}");
+    assert!(
+        !opts.contains(&"nosuid") && !opts.contains(&"nodev"),
+        "{out}"
+    );
+}

@@ -98,5 +98,21 @@ pub fn readonly_root() -> Result<(), RootfsError> {
         Mode::empty(),
     )
     .map_err(sys("opening /"))?;
-    remount_bind(&fd, MsFlags::MS_RDONLY, "making / read-only")
+    // As runc: read-only alone, so the bind mount of the rootfs does not
+    // keep the nosuid/nodev it inherited from the filesystem the bundle is
+    // on (a tmpfs /tmp has both); inside a user namespace the kernel locks
+    // those flags and refuses to drop them, so they are kept there.
+    match mount(
+        None::<&str>,
+        &fd_path(&fd),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            remount_bind(&fd, MsFlags::MS_RDONLY, "making / read-only")
+        }
+        Err(e) => Err(sys("making / read-only: remount")(e)),
+    }
 }
