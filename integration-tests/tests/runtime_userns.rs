@@ -155,7 +155,11 @@ fn exec_and_joining_by_path_as_under_runc() {
 fn bind_sources_the_mapped_root_cannot_reach_on_the_host() {
     use std::os::unix::fs::PermissionsExt;
     let pair = Pair::new();
-    let host = tempfile::tempdir().unwrap();
+    // Not under /tmp: a tmpfs /tmp is often nosuid,nodev, and in a user
+    // namespace those flags are locked on a bind of it, so runc's read-only
+    // remount (which drops them) fails there with EPERM: the oracle would
+    // fail for a reason of the host, not of the case.
+    let host = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let secret = host.path().join("secret");
     std::fs::create_dir_all(secret.join("sub")).unwrap();
     std::fs::write(secret.join("sub/g"), "deep\n").unwrap();
