@@ -59,6 +59,8 @@ pub struct Manager {
     pub instance: String,
     /// Called when a container's init exits (restart policies).
     pub on_init_exit: task::ExitHook,
+    /// One restart at a time per container (see [`restart`]).
+    pub restarts: restart::Locks,
     /// Users already resolved in images (`container::create`).
     pub users: spec::UserCache,
 }
@@ -109,6 +111,7 @@ impl Manager {
                 chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
             ),
             on_init_exit: restart::exit_hook,
+            restarts: Default::default(),
             users: Default::default(),
         })
     }

@@ -5,8 +5,15 @@
 //! The count is recorded, with a "pending" mark, before the old task is
 //! deleted; a daemon that dies between the two finds the mark at startup
 //! and finishes the restart, so a restart is neither lost nor repeated.
+//!
+//! A restarted daemon can reach one container's restart twice: the
+//! recovered task's shim replays the exit (a new restart) while startup
+//! finishes a pending one. Each restart therefore runs under the
+//! container's lock and first checks that it is still pending, so the second
+//! finds the work done instead of racing the first to create the task.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use berth_proto::shim::v1 as shim;
 
@@ -84,7 +91,48 @@ pub async fn on_exit(m: &Arc<Manager>, ns: &str, id: &str, exit_status: u32) {
     });
 }
 
+/// Per-container restart locks, made on demand and dropped when unused.
+#[derive(Default)]
+pub struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Locks {
+    fn get(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(format!("{ns}/{id}")).or_default().clone()
+    }
+
+    fn release(&self, ns: &str, id: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else waits for it.
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(&format!("{ns}/{id}"));
+        }
+    }
+}
+
 async fn restart(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> {
+    let lock = m.restarts.get(ns, id);
+    let result = {
+        let _held = lock.lock().await;
+        // Another restart of this container may have finished while we
+        // waited: then there is nothing left to do.
+        match container::get(m, ns, id) {
+            Ok(rec) if rec.label(PENDING) && rec.label(STOPPED) => {
+                // Stopped on purpose since the exit: no restart.
+                update_labels(m, ns, id, |r| {
+                    r.labels.remove(PENDING);
+                })
+                .map_err(TaskError::from)
+            }
+            Ok(rec) if rec.label(PENDING) => restart_locked(m, ns, id).await,
+            _ => Ok(()),
+        }
+    };
+    m.restarts.release(ns, id, lock);
+    result
+}
+
+async fn restart_locked(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> {
     match task::delete(
         m,
         ns,
