@@ -40,6 +40,38 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Whether process `pid` holds the socket listening on `addr` (IPv4), as
+/// `/proc/net/tcp` names the listener's inode and `/proc/PID/fd` its holder.
+fn listens_on(pid: u32, addr: SocketAddr) -> Result<bool> {
+    let SocketAddr::V4(v4) = addr else {
+        bail!("{addr}: only IPv4 registries are started");
+    };
+    // /proc/net/tcp writes the address as the in-memory u32 in hex, so
+    // 127.0.0.1 on little-endian is 0100007F; the port is plain hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address is field 1, st field 3 (0A = LISTEN), inode field 9.
+        (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_owned())
+    });
+    let Some(inode) = inode else {
+        return Ok(false);
+    };
+    let want = format!("socket:[{inode}]");
+    let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(d) => d,
+        Err(_) => return Ok(false), // gone: the caller sees the exit
+    };
+    Ok(fds
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str())))
+}
+
 impl Registry {
     /// Starts a registry and waits until it answers `GET /v2/`.
     pub fn start() -> Result<Self> {
@@ -199,7 +231,16 @@ impl Registry {
                 ureq::get(&url).call().is_ok_and(|r| r.status() == 200)
             };
             if ready {
-                return Ok(());
+                // Something answered, but the port was free only when we
+                // looked: a parallel test's registry or proxy may have taken
+                // it, and ours then exits. Tests that went on with that
+                // stranger lost their registry when its test ended.
+                if listens_on(self.child.id(), self.addr)? {
+                    return Ok(());
+                }
+                if self.child.try_wait()?.is_some() {
+                    continue; // reported as an early exit above
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -377,5 +418,21 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_is_found_on_its_holder_only() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(listens_on(std::process::id(), addr).unwrap());
+        // pid 1 does not hold this test's socket.
+        assert!(!listens_on(1, addr).unwrap());
+        drop(l);
+        assert!(!listens_on(std::process::id(), addr).unwrap());
     }
 }
