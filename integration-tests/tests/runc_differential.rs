@@ -809,3 +809,39 @@ fn cgroup_updates_and_refusals_as_runc() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Class 3: a cwd the rootfs lacks is made (0755, inside the root, also
+/// under a read-only root), as runc makes it: images name WORKDIRs their
+/// layers need not hold. Each runtime gets its own bundle, so neither
+/// finds the other's directory.
+#[test]
+fn a_missing_cwd_is_made_as_runc_makes_it() {
+    let pair = Pair::new();
+    for readonly in [false, true] {
+        let mut seen = Vec::new();
+        for w in BOTH {
+            let (_d, b) = diff_bundle(&["sh", "-c", "pwd; stat -c '%a %u %g' . .. ../.."]);
+            b.edit_config(|c| {
+                c["process"]["cwd"] = json!("/made/here/deep");
+                c["root"]["readonly"] = json!(readonly);
+            })
+            .unwrap();
+            let id = unique_id("cwd");
+            let rt = pair.get(w);
+            use_cgroup(&b, w, &id);
+            let _g = guard(rt, &id);
+            let r = rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &id]);
+            seen.push((r.code, r.stdout));
+        }
+        assert_eq!(seen[0].0, 0, "runc (readonly {readonly}): {:?}", seen[0]);
+        assert!(
+            seen[0].1.starts_with("/made/here/deep\n755 0 0\n"),
+            "{:?}",
+            seen[0]
+        );
+        assert_eq!(
+            seen[1], seen[0],
+            "berth differs from runc (readonly {readonly})"
+        );
+    }
+}
