@@ -7,6 +7,9 @@
 pub const AUTO_REMOVE: &str = "berth.io/auto-remove";
 /// "true": keep a stdin pipe open for attach.
 pub const STDIN: &str = "berth.io/stdin";
+/// "true" on an image record: a build step's cached result, which `images`
+/// lists only with `-a` (docker's intermediate images).
+pub const BUILD_CACHE: &str = "berth.io/build-cache";
 /// The restart policy, as [`RestartPolicy::parse`] reads it.
 pub const RESTART_POLICY: &str = "berth.io/restart";
 

@@ -138,14 +138,28 @@ pub async fn pull(c: &Client, a: PullArgs) -> Result<()> {
     }
 }
 
-pub async fn list(c: &Client, json: bool) -> Result<()> {
-    let images = c
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Also list the build cache's intermediate images.
+    #[arg(short, long)]
+    all: bool,
+}
+
+pub async fn list(c: &Client, a: ListArgs) -> Result<()> {
+    let json = a.json;
+    let images: Vec<_> = c
         .images()
         .list(pb::ListImagesRequest {})
         .await
         .map_err(rpc)?
         .into_inner()
-        .images;
+        .images
+        .into_iter()
+        .filter(|i| a.all || !i.labels.contains_key(berth_proto::labels::BUILD_CACHE))
+        .collect();
     if json {
         let v: Vec<_> = images.iter().map(image_json).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -3,6 +3,7 @@
 //! daemon: the binary hands them in as a [`Daemon`], so this crate never
 //! depends on the daemon's internals.
 
+mod build;
 mod commit;
 mod containers;
 mod images;
@@ -159,6 +160,11 @@ enum Command {
         after_help = "Examples:\n  berth commit web 127.0.0.1:5000/me/web:v2\n  berth commit --change 'CMD [\"echo\",\"hi\"]' --change 'ENV MODE=prod' -m 'tuned' web web:tuned"
     )]
     Commit(commit::CommitArgs),
+    /// Build an image from a Dockerfile (the daemon reads the context).
+    #[command(
+        after_help = "Examples:\n  berth build -t app:1 .\n  berth build -f ci/Dockerfile --build-arg VERSION=2 --target test -t app:test .\n  SOURCE_DATE_EPOCH=0 berth build --no-cache -t app:repro ."
+    )]
+    Build(build::BuildArgs),
     /// Name an image under another name too (an existing one is replaced).
     #[command(
         after_help = "Examples:\n  berth tag busybox registry.example.com/tools/busybox:1.36"
@@ -174,8 +180,8 @@ enum Command {
     Logout { server: Option<String> },
     /// List images.
     #[command(alias = "image", alias = "ls")]
-    #[command(after_help = "Examples:\n  berth images\n  berth images --json")]
-    Images(JsonFlag),
+    #[command(after_help = "Examples:\n  berth images\n  berth images -a --json")]
+    Images(images::ListArgs),
     /// Remove images (their content and snapshots go at the next collection).
     #[command(
         after_help = "Examples:\n  berth rmi busybox\n  berth rmi 127.0.0.1:5000/test/app:v1"
@@ -455,9 +461,10 @@ fn dispatch(cli: Cli, daemon: &dyn Daemon) -> Result<()> {
             Command::Pull(a) => images::pull(&c, a).await,
             Command::Push(a) => share::push(&c, a).await,
             Command::Commit(a) => commit::commit(&c, a).await,
+            Command::Build(a) => build::build(&c, a).await,
             Command::Tag { source, target } => share::tag(&c, source, target).await,
             Command::Login(a) => share::login(&c, a).await,
-            Command::Images(j) => images::list(&c, j.json).await,
+            Command::Images(a) => images::list(&c, a).await,
             Command::Rmi { names } => images::remove(&c, names).await,
             Command::Load { input } => images::load(&c, input).await,
             Command::Save { names, output } => images::save(&c, names, output).await,

@@ -130,45 +130,103 @@ fn with_mounted<T>(
     mounts: &[Mount],
     f: impl FnOnce(&Path) -> T,
 ) -> Result<T, ContainerError> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    let base = m.config.state.join("tmpmounts");
-    std::fs::create_dir_all(&base).map_err(io_err(&base))?;
-    let target = tempfile::Builder::new()
-        .tempdir_in(&base)
-        .map_err(io_err(&base))?;
-    let mnt = &mounts[0];
-    let r = if mnt.kind == "bind" {
-        mount(
-            Some(mnt.source.as_str()),
-            target.path(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .and_then(|()| {
+    let mnt = Mounted::new(m, mounts, false)?;
+    let out = f(mnt.path());
+    mnt.unmount()?;
+    Ok(out)
+}
+
+/// A snapshot mounted at a fresh directory under the state's
+/// `tmpmounts`, unmounted (lazily) when dropped.
+pub(crate) struct Mounted {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Mounted {
+    /// Mounts `mounts` (read-only unless `writable`).
+    pub(crate) fn new(
+        m: &Manager,
+        mounts: &[Mount],
+        writable: bool,
+    ) -> Result<Self, ContainerError> {
+        use nix::mount::{mount, MsFlags};
+        let ro = if writable {
+            MsFlags::empty()
+        } else {
+            MsFlags::MS_RDONLY
+        };
+        let Some(mnt) = mounts.first() else {
+            return Err(ContainerError::Mount("the snapshot has no mounts".into()));
+        };
+        let base = m.config.state.join("tmpmounts");
+        std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+        let target = tempfile::Builder::new()
+            .tempdir_in(&base)
+            .map_err(io_err(&base))?;
+        let r = if mnt.kind == "bind" {
             mount(
-                None::<&str>,
+                Some(mnt.source.as_str()),
                 target.path(),
                 None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                MsFlags::MS_BIND,
                 None::<&str>,
             )
-        })
-    } else {
-        let data = mnt.options.join(",");
-        mount(
-            Some("overlay"),
-            target.path(),
-            Some("overlay"),
-            MsFlags::MS_RDONLY,
-            Some(data.as_str()),
-        )
-    };
-    r.map_err(|e| ContainerError::Mount(e.to_string()))?;
-    let out = f(target.path());
-    umount2(target.path(), MntFlags::MNT_DETACH)
-        .map_err(|e| ContainerError::Mount(e.to_string()))?;
-    Ok(out)
+            .and_then(|()| {
+                mount(
+                    None::<&str>,
+                    target.path(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
+                    None::<&str>,
+                )
+            })
+        } else {
+            let data = mnt.options.join(",");
+            mount(
+                Some("overlay"),
+                target.path(),
+                Some("overlay"),
+                ro,
+                Some(data.as_str()),
+            )
+        };
+        r.map_err(|e| ContainerError::Mount(e.to_string()))?;
+        Ok(Mounted { dir: Some(target) })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+
+    /// Unmounts, reporting a failure (dropping only logs it).
+    pub(crate) fn unmount(mut self) -> Result<(), ContainerError> {
+        match self.dir.take() {
+            Some(d) => match nix::mount::umount2(d.path(), nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Still mounted: removing the directory would delete
+                    // the snapshot's files through the mount.
+                    let _ = d.keep();
+                    Err(ContainerError::Mount(e.to_string()))
+                }
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            if let Err(e) = nix::mount::umount2(d.path(), nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %d.path().display(), error = %e, "unmounting");
+                // Kept: removing it would delete through the mount.
+                let _ = d.keep();
+            }
+        }
+    }
 }
 
 fn write_etc(dir: &Path, hostname: &str, own_netns: bool) -> Result<(), ContainerError> {

@@ -6,6 +6,7 @@
 
 use crate::apply::ApplyError;
 use crate::archive::ArchiveError;
+use crate::build::BuildError;
 use crate::commit::CommitError;
 use crate::config::ConfigError;
 use crate::container::ContainerError;
@@ -183,6 +184,34 @@ impl Kind for UnpackError {
             UnpackError::Content(e) => e.kind(),
             UnpackError::Apply(e) => e.kind(),
             UnpackError::DiffId { .. } | UnpackError::Read { .. } => FailedPrecondition,
+        }
+    }
+}
+
+impl Kind for BuildError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            BuildError::Parse(_)
+            | BuildError::Step { .. }
+            | BuildError::NoTarget(_)
+            | BuildError::Platform { .. }
+            | BuildError::BadContext { .. } => InvalidArgument,
+            // The Dockerfile's command failed: the request was fine, the
+            // build cannot go on as written.
+            BuildError::RunFailed { .. } => FailedPrecondition,
+            BuildError::Context(e) => e.kind(),
+            BuildError::Reference(e) => e.kind(),
+            BuildError::Pull(e) => e.kind(),
+            BuildError::Container(e) => e.kind(),
+            BuildError::Task(e) => e.kind(),
+            BuildError::Commit(e) => e.kind(),
+            BuildError::Image(e) => e.kind(),
+            BuildError::Content(e) => e.kind(),
+            BuildError::Snapshot(e) => e.kind(),
+            BuildError::Lease(e) => e.kind(),
+            BuildError::Metadata(e) => e.kind(),
+            BuildError::Namespace(e) => e.kind(),
+            BuildError::Internal(_) => Internal,
         }
     }
 }

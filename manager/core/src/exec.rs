@@ -156,6 +156,61 @@ async fn run(
     Ok(out)
 }
 
+/// Starts the created (not yet started) task `id` with its output
+/// attached, hands each chunk to `on_output` (true for stderr) as it comes,
+/// and returns its exit status once it exited and its output drained (a
+/// build's RUN step).
+pub async fn run_init(
+    m: &Arc<Manager>,
+    ns: &str,
+    id: &str,
+    mut on_output: impl FnMut(bool, &[u8]),
+) -> Result<i32, TaskError> {
+    let mut client = m.tasks.get(ns, id)?.client;
+    let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(1);
+    let _ = tx
+        .send(shim::AttachRequest {
+            msg: Some(shim::attach_request::Msg::Open(
+                shim::attach_request::Open {
+                    id: id.to_owned(),
+                    exec_id: String::new(),
+                    stdin: false,
+                    stdout: true,
+                    stderr: true,
+                },
+            )),
+        })
+        .await;
+    let mut stream = client
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(shim_err)?
+        .into_inner();
+    client
+        .start(shim::StartRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(shim_err)?;
+    while let Some(msg) = stream.message().await.map_err(shim_err)? {
+        on_output(
+            msg.stream == shim::attach_response::Stream::Stderr as i32,
+            &msg.data,
+        );
+    }
+    drop(tx);
+    let st = client
+        .wait(shim::WaitRequest {
+            id: id.to_owned(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(shim_err)?
+        .into_inner();
+    Ok(st.exit_status as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -355,6 +355,20 @@ impl pb::images_server::Images for Service {
         Ok(Response::new(pb::CheckLoginResponse { server }))
     }
 
+    type BuildStream = ReceiverStream<Result<pb::BuildProgress, Status>>;
+
+    async fn build(
+        &self,
+        req: Request<pb::BuildRequest>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(crate::build::serve(
+            self.0.clone(),
+            ns,
+            req.into_inner(),
+        )))
+    }
+
     async fn commit(
         &self,
         req: Request<pb::CommitRequest>,
@@ -368,6 +382,7 @@ impl pb::images_server::Images for Service {
             message: r.message,
             author: r.author,
             no_pause: r.no_pause,
+            ..Default::default()
         };
         // As a pull: the commit runs to its end even if the client goes
         // away, so its lease is released either way.

@@ -1,5 +1,6 @@
 //! The gRPC services, one file each, over the stores in [`Manager`].
 
+mod build;
 mod containers;
 mod content;
 mod events;

@@ -266,7 +266,8 @@ pub(super) fn new_config(
                 .collect()
         })
         .unwrap_or_default();
-    let mut h = json!({"created": now, "created_by": args.join(" ")});
+    let created_by = opts.created_by.clone().unwrap_or_else(|| args.join(" "));
+    let mut h = json!({"created": now, "created_by": created_by});
     if !opts.message.is_empty() {
         h["comment"] = json!(opts.message);
     }

@@ -44,6 +44,7 @@ pub(super) fn write_layer(
     upper: &Path,
     lower: Option<&Path>,
     skip: &[String],
+    clamp: Option<u64>,
 ) -> Result<Layer, CommitError> {
     let gz = flate2::write::GzEncoder::new(
         hashing(io::BufWriter::with_capacity(1 << 20, file)),
@@ -54,6 +55,7 @@ pub(super) fn write_layer(
         links: HashMap::new(),
         skip,
         entries: 0,
+        clamp,
     };
     let root = open_dir_path(upper)?;
     match lower {
@@ -143,6 +145,8 @@ pub(super) struct Walker<'a, W: Write> {
     pub(super) links: HashMap<(u64, u64), String>,
     pub(super) skip: &'a [String],
     pub(super) entries: u64,
+    /// The latest file time the layer may hold.
+    pub(super) clamp: Option<u64>,
 }
 
 impl<W: Write> Walker<'_, W> {
@@ -176,13 +180,15 @@ impl<W: Write> Walker<'_, W> {
         }
     }
 
-    pub(super) fn header(st: &FileStat, kind: tar::EntryType) -> tar::Header {
+    pub(super) fn header(&self, st: &FileStat, kind: tar::EntryType) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(st.st_mode & 0o7777);
         h.set_uid(st.st_uid as u64);
         h.set_gid(st.st_gid as u64);
-        h.set_mtime(st.st_mtime.max(0) as u64);
+        let mtime = st.st_mtime.max(0) as u64;
+        // SOURCE_DATE_EPOCH: no time after it, so a rebuild is bit-for-bit.
+        h.set_mtime(self.clamp.map_or(mtime, |c| mtime.min(c)));
         h.set_size(0);
         h
     }
@@ -222,7 +228,7 @@ impl<W: Write> Walker<'_, W> {
         let errno = |e: nix::errno::Errno| read_err(path)(io::Error::from(e));
         match kind(st) {
             libc::S_IFDIR => {
-                let mut h = Self::header(st, tar::EntryType::Directory);
+                let mut h = self.header(st, tar::EntryType::Directory);
                 self.tar
                     .append_data(&mut h, rel, io::empty())
                     .map_err(CommitError::Write)?;
@@ -230,7 +236,7 @@ impl<W: Write> Walker<'_, W> {
             libc::S_IFREG => {
                 if st.st_nlink > 1 {
                     if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)).cloned() {
-                        let mut h = Self::header(st, tar::EntryType::Link);
+                        let mut h = self.header(st, tar::EntryType::Link);
                         self.tar
                             .append_link(&mut h, rel, &first)
                             .map_err(CommitError::Write)?;
@@ -252,7 +258,7 @@ impl<W: Write> Walker<'_, W> {
                 if kind(&fst) != libc::S_IFREG {
                     return Err(read_err(path)(io::Error::other("changed type while read")));
                 }
-                let mut h = Self::header(&fst, tar::EntryType::Regular);
+                let mut h = self.header(&fst, tar::EntryType::Regular);
                 let size = fst.st_size.max(0) as u64;
                 h.set_size(size);
                 // Exactly the size in the header, even if the file changes.
@@ -266,7 +272,7 @@ impl<W: Write> Walker<'_, W> {
             }
             libc::S_IFLNK => {
                 let target = readlinkat(dir, name).map_err(errno)?;
-                let mut h = Self::header(st, tar::EntryType::Symlink);
+                let mut h = self.header(st, tar::EntryType::Symlink);
                 self.tar
                     .append_link(&mut h, rel, Path::new(&target))
                     .map_err(CommitError::Write)?;
@@ -277,7 +283,7 @@ impl<W: Write> Walker<'_, W> {
                     libc::S_IFBLK => tar::EntryType::Block,
                     _ => tar::EntryType::Fifo,
                 };
-                let mut h = Self::header(st, t);
+                let mut h = self.header(st, t);
                 if t != tar::EntryType::Fifo {
                     h.set_device_major(libc::major(st.st_rdev))
                         .map_err(CommitError::Write)?;

@@ -121,6 +121,15 @@ pub struct CommitOptions {
     pub author: String,
     /// Commit a running container without pausing it.
     pub no_pause: bool,
+    /// The history entry's `created_by`; the container's command when
+    /// `None` (a build names its instruction).
+    pub created_by: Option<String>,
+    /// Seconds since the epoch for the config's and history's `created`
+    /// and the ceiling of the layer's file times (SOURCE_DATE_EPOCH); now
+    /// and the files' own times when `None`.
+    pub epoch: Option<i64>,
+    /// Labels of the image record (not of the image config).
+    pub record_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,13 +142,13 @@ pub struct Committed {
 }
 
 /// The media types of one family.
-struct Family {
-    manifest: &'static str,
-    config: &'static str,
-    layer: &'static str,
+pub(crate) struct Family {
+    pub(crate) manifest: &'static str,
+    pub(crate) config: &'static str,
+    pub(crate) layer: &'static str,
 }
 
-fn family(manifest_type: &str) -> Family {
+pub(crate) fn family(manifest_type: &str) -> Family {
     if manifest_type == media::DOCKER_MANIFEST {
         Family {
             manifest: media::DOCKER_MANIFEST,
@@ -244,6 +253,7 @@ async fn under_lease(
         pause(m, ns, &rec.id).await
     };
     let tmp_dir = m.config.root.join("tmp");
+    let clamp = opts.epoch.map(|e| e.max(0) as u64);
     let written = crate::blocking(
         move || {
             use std::os::unix::fs::DirBuilderExt;
@@ -253,7 +263,7 @@ async fn under_lease(
                 .create(&tmp_dir)
                 .map_err(CommitError::Write)?;
             let file = tempfile::tempfile_in(&tmp_dir).map_err(CommitError::Write)?;
-            write_layer(file, &upper, lower.as_deref(), &skip)
+            write_layer(file, &upper, lower.as_deref(), &skip, clamp)
         },
         CommitError::Internal,
     )
@@ -315,7 +325,7 @@ async fn under_lease(
             media_type: base.config.media_type.clone(),
             source,
         })?;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let now = timestamp(opts.epoch);
     new_config(&mut config, &layer.diff_id, &now, opts, rec, edits);
     let config_bytes =
         serde_json::to_vec(&config).map_err(|e| CommitError::Internal(e.to_string()))?;
@@ -396,7 +406,11 @@ async fn under_lease(
                 target: manifest_desc.clone(),
                 created: prev.as_ref().map(|p| p.created).unwrap_or(t),
                 updated: t,
-                labels: prev.map(|p| p.labels).unwrap_or_default(),
+                labels: {
+                    let mut l = prev.map(|p| p.labels).unwrap_or_default();
+                    l.extend(opts.record_labels.clone());
+                    l
+                },
             };
             tx.put(Table::Images, &k, &rec)?;
             Ok(rec)
@@ -409,6 +423,16 @@ async fn under_lease(
         diff_id: layer.diff_id,
         entries: layer.entries,
     })
+}
+
+/// RFC 3339 time of `epoch` seconds, or of now.
+pub(crate) fn timestamp(epoch: Option<i64>) -> String {
+    match epoch {
+        Some(e) => chrono::DateTime::from_timestamp(e, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    }
 }
 
 /// Pauses the container's task if it runs; the handle to resume it with.

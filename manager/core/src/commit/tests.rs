@@ -101,7 +101,7 @@ fn a_copy_is_diffed_against_its_parent() {
     std::fs::hard_link(upper.join("etc/new"), upper.join("hard")).unwrap();
 
     let file = tempfile::tempfile().unwrap();
-    let mut l = write_layer(file, &upper, Some(&lower), &[]).unwrap();
+    let mut l = write_layer(file, &upper, Some(&lower), &[], None).unwrap();
     let mut gz = Vec::new();
     l.file.seek(SeekFrom::Start(0)).unwrap();
     l.file.read_to_end(&mut gz).unwrap();
@@ -149,7 +149,7 @@ fn overlay_markers_become_oci_whiteouts() {
     // SAFETY: valid C strings and a one-byte value.
     let r = unsafe { libc::setxattr(d.as_ptr(), k.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
     assert_eq!(r, 0, "{}", io::Error::last_os_error());
-    let l = write_layer(tempfile::tempfile().unwrap(), upper, None, &[]).unwrap();
+    let l = write_layer(tempfile::tempfile().unwrap(), upper, None, &[], None).unwrap();
     let mut f = l.file;
     let mut gz = Vec::new();
     f.seek(SeekFrom::Start(0)).unwrap();

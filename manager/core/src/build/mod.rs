@@ -1,0 +1,788 @@
+//! `berth build`: a Dockerfile made into an image by the daemon.
+//!
+//! The model is docker's classic builder, on berth's own pieces: each
+//! instruction turns the image it starts from into a new one. RUN is a
+//! container made and run through berth's shim and runtime, its changes
+//! committed as a layer ([`crate::commit`]); COPY and ADD write into a
+//! container's snapshot (resolved inside it, [`context`]) and commit it the
+//! same way; the other instructions change the config only. Every result is
+//! an image record named after the step's cache key
+//! (`berth.local/build-cache:<key>`, labelled so `images` hides it), the
+//! key hashing the parent's key, the instruction with its words expanded,
+//! the build arguments in scope and, for COPY/ADD, the sources' contents.
+//! A rebuild finds an unchanged step's record and goes on from it; the
+//! collector keeps cache images as it keeps any image until they are
+//! removed (`rmi`, `image prune -a`).
+//!
+//! Stages are built only when the target needs them (its FROM chain and
+//! its COPY --from sources), in file order. Build contexts are read by the
+//! daemon from the path the client names: the daemon is local and the
+//! socket root's alone, so nothing is uploaded.
+
+pub mod config;
+pub mod context;
+pub mod dockerfile;
+mod state;
+mod steps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::commit::CommitError;
+use crate::container::ContainerError;
+use crate::content::ContentError;
+use crate::image::{self, ImageError, Platform};
+use crate::lease::LeaseError;
+use crate::metadata::MetadataError;
+use crate::namespace::{self, NamespaceError};
+use crate::pull::{self, PullError, PullOptions};
+use crate::remote::{self as remote, PullAuth, RemoteError};
+use crate::snapshot::SnapshotError;
+use crate::task::TaskError;
+use crate::Manager;
+use dockerfile::{Dockerfile, Instr, Stage};
+use state::{cache_name, next_key, State};
+pub use state::{CACHE_LABEL, CACHE_REPO};
+
+/// ARGs docker defines without a declaration (proxies); they never enter
+/// the cache key, so a different proxy does not rebuild.
+const PREDEFINED_ARGS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The build context directory (read by the daemon).
+    pub context: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Names the result is recorded under (normalized as pulls name images).
+    pub tags: Vec<String>,
+    pub build_args: Vec<(String, String)>,
+    /// Build up to this stage (by name); the last stage when empty.
+    pub target: String,
+    /// Run every step, ignoring cached results (the new results are cached).
+    pub no_cache: bool,
+    /// os/arch; only the host's is built.
+    pub platform: String,
+    /// SOURCE_DATE_EPOCH: every `created` and no file time after it.
+    pub source_date_epoch: Option<i64>,
+    /// How FROM images missing here are pulled.
+    pub pull_auth: PullAuth,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Step `index` of `total` begins (FROM lines count as steps).
+    Step {
+        index: usize,
+        total: usize,
+        text: String,
+    },
+    /// The step's result was found in the cache.
+    Cached,
+    /// What a RUN step printed.
+    Output(Vec<u8>),
+    /// The step finished; the image it made (manifest digest).
+    Done {
+        millis: u64,
+        image: String,
+    },
+    Note(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The manifest digest of the result.
+    pub digest: String,
+    /// The records written for the tags.
+    pub names: Vec<String>,
+    pub steps: usize,
+    pub cached: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Parse(#[from] dockerfile::ParseError),
+    #[error("Dockerfile line {line}: {message}")]
+    Step { line: usize, message: String },
+    #[error("Dockerfile line {line}: RUN {command}: exited with code {code}")]
+    RunFailed {
+        line: usize,
+        command: String,
+        code: i32,
+    },
+    #[error("--target {0:?}: the Dockerfile has no stage of that name")]
+    NoTarget(String),
+    #[error("--platform {asked}: berth builds for the host platform ({host}) only")]
+    Platform { asked: String, host: String },
+    #[error("build context {path}: {why}")]
+    BadContext { path: String, why: String },
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    #[error(transparent)]
+    Reference(#[from] RemoteError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What every step needs.
+pub(crate) struct Builder {
+    pub(crate) m: Arc<Manager>,
+    pub(crate) ns: String,
+    pub(crate) progress: UnboundedSender<Progress>,
+    pub(crate) epoch: Option<i64>,
+}
+
+impl Builder {
+    fn send(&self, p: Progress) {
+        let _ = self.progress.send(p);
+    }
+
+    fn created(&self) -> String {
+        crate::commit::timestamp(self.epoch)
+    }
+}
+
+/// A stage's result: its image and the key it was reached by.
+#[derive(Clone)]
+struct Done {
+    state: State,
+    key: String,
+}
+
+pub async fn build(
+    m: &Arc<Manager>,
+    ns: &str,
+    opts: BuildOptions,
+    progress: UnboundedSender<Progress>,
+) -> Result<Built, BuildError> {
+    namespace::validate(ns)?;
+    let host = Platform::host();
+    let host_name = format!("{}/{}", host.os, host.architecture);
+    if !opts.platform.is_empty() && opts.platform != host_name {
+        return Err(BuildError::Platform {
+            asked: opts.platform,
+            host: host_name,
+        });
+    }
+    // Everything the caller wrote is checked before anything is made.
+    let df = dockerfile::parse(&opts.dockerfile)?;
+    let tags = opts
+        .tags
+        .iter()
+        .map(|t| Ok(remote::canonical_name(&remote::parse_reference(t)?)))
+        .collect::<Result<Vec<_>, RemoteError>>()?;
+    if !opts.context.is_dir() {
+        return Err(BuildError::BadContext {
+            path: opts.context.display().to_string(),
+            why: "not a directory".into(),
+        });
+    }
+    let b = Builder {
+        m: m.clone(),
+        ns: ns.to_owned(),
+        progress,
+        epoch: opts.source_date_epoch,
+    };
+    if let Some(s) = &df.syntax {
+        b.send(Progress::Note(format!(
+            "# syntax={s} is ignored: berth has one built-in Dockerfile frontend"
+        )));
+    }
+    let build_args: HashMap<String, String> = opts.build_args.iter().cloned().collect();
+    let globals = global_args(&df, &build_args)?;
+    let target = match opts.target.as_str() {
+        "" => df.stages.len() - 1,
+        t => df
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
+            .ok_or_else(|| BuildError::NoTarget(t.to_owned()))?,
+    };
+    let bases = stage_bases(&df, &globals)?;
+    let needed = needed_stages(&df, &bases, target);
+    let total: usize = needed.iter().map(|&i| df.stages[i].steps.len() + 1).sum();
+
+    let mut run = Run {
+        b: &b,
+        df: &df,
+        opts: &opts,
+        build_args: &build_args,
+        globals: &globals,
+        done: vec![None; df.stages.len()],
+        index: 0,
+        total,
+        cached: 0,
+        context: None,
+    };
+    for &i in &needed {
+        let d = run.stage(i, &bases[i]).await?;
+        run.done[i] = Some(d);
+    }
+    let steps = run.index;
+    let cached = run.cached;
+    let Some(mut last) = run.done[target].take() else {
+        return Err(BuildError::Internal(
+            "the target stage was not built".into(),
+        ));
+    };
+    if last.state.manifest.is_none() {
+        // FROM scratch and nothing else: a config-only image.
+        state::record(
+            m,
+            ns,
+            &cache_name(&last.key),
+            &mut last.state,
+            BTreeMap::from([(CACHE_LABEL.to_owned(), "true".to_owned())]),
+        )
+        .await?;
+    }
+    let Some(manifest) = last.state.manifest.clone() else {
+        return Err(BuildError::Internal("the result has no manifest".into()));
+    };
+    let mut names = Vec::new();
+    {
+        let _g = m.gc_lock.read().await;
+        for t in &tags {
+            let rec = m
+                .meta
+                .write(|tx| state::put_record(tx, ns, t, &manifest, BTreeMap::new()))?;
+            names.push(rec.name);
+        }
+    }
+    for n in &names {
+        m.events.image_created(ns, n);
+    }
+    Ok(Built {
+        digest: manifest.digest,
+        names,
+        steps,
+        cached,
+    })
+}
+
+/// The ARGs before the first FROM, with build-arg overrides.
+fn global_args(
+    df: &Dockerfile,
+    build_args: &HashMap<String, String>,
+) -> Result<HashMap<String, String>, BuildError> {
+    let mut g: HashMap<String, String> = HashMap::new();
+    for a in &df.global_args {
+        let v = match build_args.get(&a.name) {
+            Some(v) => Some(v.clone()),
+            None => match &a.default {
+                Some(d) => Some(
+                    dockerfile::expand(d, &|k| g.get(k).cloned(), df.escape)
+                        .map_err(|message| BuildError::Step { line: 1, message })?,
+                ),
+                None => None,
+            },
+        };
+        if let Some(v) = v {
+            g.insert(a.name.clone(), v);
+        }
+    }
+    Ok(g)
+}
+
+/// Each stage's FROM with global ARGs expanded.
+fn stage_bases(
+    df: &Dockerfile,
+    globals: &HashMap<String, String>,
+) -> Result<Vec<String>, BuildError> {
+    df.stages
+        .iter()
+        .map(|s| {
+            dockerfile::expand(&s.base, &|k| globals.get(k).cloned(), df.escape).map_err(
+                |message| BuildError::Step {
+                    line: s.line,
+                    message,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The stage a FROM or `--from` word names among stages before `before`:
+/// by name, or by index.
+fn stage_ref(df: &Dockerfile, word: &str, before: usize) -> Option<usize> {
+    let w = word.to_ascii_lowercase();
+    df.stages[..before]
+        .iter()
+        .position(|s| s.name.as_deref() == Some(w.as_str()))
+        .or_else(|| w.parse::<usize>().ok().filter(|&i| i < before))
+}
+
+/// The stages the target needs, in file order.
+fn needed_stages(df: &Dockerfile, bases: &[String], target: usize) -> Vec<usize> {
+    let mut need = vec![false; df.stages.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut need[i], true) {
+            continue;
+        }
+        if let Some(j) = stage_ref(df, &bases[i], i) {
+            todo.push(j);
+        }
+        for s in &df.stages[i].steps {
+            if let Instr::Copy { from: Some(f), .. } = &s.instr {
+                if let Some(j) = stage_ref(df, f, i) {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    (0..df.stages.len()).filter(|&i| need[i]).collect()
+}
+
+/// One build's progress through its stages.
+struct Run<'a> {
+    b: &'a Builder,
+    df: &'a Dockerfile,
+    opts: &'a BuildOptions,
+    build_args: &'a HashMap<String, String>,
+    globals: &'a HashMap<String, String>,
+    done: Vec<Option<Done>>,
+    index: usize,
+    total: usize,
+    cached: usize,
+    context: Option<Arc<context::Tree>>,
+}
+
+impl Run<'_> {
+    fn begin(&mut self, text: &str) -> Instant {
+        self.index += 1;
+        self.b.send(Progress::Step {
+            index: self.index,
+            total: self.total,
+            text: text.to_owned(),
+        });
+        Instant::now()
+    }
+
+    fn end(&self, t0: Instant, state: &State) {
+        self.b.send(Progress::Done {
+            millis: t0.elapsed().as_millis() as u64,
+            image: state
+                .manifest
+                .as_ref()
+                .map(|d| d.digest.clone())
+                .unwrap_or_default(),
+        });
+    }
+
+    /// The context tree, opened on first use (a Dockerfile without COPY
+    /// never reads it).
+    fn context(&mut self) -> Result<Arc<context::Tree>, BuildError> {
+        if self.context.is_none() {
+            self.context = Some(Arc::new(context::Tree::context(&self.opts.context)?));
+        }
+        match &self.context {
+            Some(t) => Ok(t.clone()),
+            None => Err(BuildError::Internal("context not opened".into())),
+        }
+    }
+
+    async fn stage(&mut self, i: usize, base: &str) -> Result<Done, BuildError> {
+        let df = self.df;
+        let stage: &Stage = &df.stages[i];
+        let t0 = self.begin(&format!(
+            "FROM {base}{}",
+            stage
+                .name
+                .as_ref()
+                .map(|n| format!(" AS {n}"))
+                .unwrap_or_default()
+        ));
+        let start = match stage_ref(df, base, i) {
+            Some(j) => self.done[j]
+                .clone()
+                .ok_or_else(|| BuildError::Internal(format!("stage {j} was not built")))?,
+            None if base.eq_ignore_ascii_case("scratch") => Done {
+                state: State::scratch(),
+                key: next_key("", "scratch"),
+            },
+            None => {
+                let state = self.image(base, stage.line).await?;
+                let digest = state.manifest.as_ref().map(|d| d.digest.clone());
+                Done {
+                    key: next_key("", &format!("FROM {}", digest.unwrap_or_default())),
+                    state,
+                }
+            }
+        };
+        self.end(t0, &start.state);
+        let Done { mut state, mut key } = start;
+        // ARGs declared in this stage, with their values (or unset).
+        let mut args: Vec<(String, Option<String>)> = Vec::new();
+        for step in &stage.steps {
+            let t0 = self.begin(&step.text);
+            let line = step.line;
+            let parent_key = key.clone();
+            let err = |message: String| BuildError::Step { line, message };
+            let env = state.env();
+            let lookup = |k: &str| -> Option<String> {
+                env.iter()
+                    .find(|(ek, _)| ek == k)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| {
+                        args.iter()
+                            .find(|(a, _)| a == k)
+                            .and_then(|(_, v)| v.clone())
+                    })
+            };
+            match &step.instr {
+                Instr::Arg(decls) => {
+                    let mut set = Vec::new();
+                    for d in decls {
+                        let v = match self.build_args.get(&d.name) {
+                            Some(v) => Some(v.clone()),
+                            None => match &d.default {
+                                Some(raw) => {
+                                    Some(dockerfile::expand(raw, &lookup, df.escape).map_err(err)?)
+                                }
+                                None => self.globals.get(&d.name).cloned(),
+                            },
+                        };
+                        set.push((d.name.clone(), v));
+                    }
+                    for (k, v) in set {
+                        key = next_key(&key, &format!("ARG {k}={}", v.clone().unwrap_or_default()));
+                        args.retain(|(a, _)| *a != k);
+                        args.push((k, v));
+                    }
+                }
+                Instr::Run { cmd, network } => {
+                    let argv = config::command(&state, cmd);
+                    let network = match network.as_deref() {
+                        None | Some("default") | Some("host") => "host",
+                        Some("none") => "none",
+                        Some(n) => {
+                            return Err(err(format!(
+                                "RUN --network={n}: berth builds with host or none"
+                            )))
+                        }
+                    };
+                    // Build args the RUN sees, unless ENV set the name.
+                    let run_env: Vec<String> = args
+                        .iter()
+                        .chain(self.predefined().iter())
+                        .filter(|(k, _)| !env.iter().any(|(ek, _)| ek == k))
+                        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                        .collect();
+                    let keyed: Vec<&String> = run_env
+                        .iter()
+                        .filter(|kv| {
+                            !PREDEFINED_ARGS
+                                .iter()
+                                .any(|p| kv.starts_with(&format!("{p}=")))
+                        })
+                        .collect();
+                    key = next_key(
+                        &key,
+                        &format!(
+                            "RUN {} {} {network}",
+                            serde_json::json!(argv),
+                            serde_json::json!(keyed)
+                        ),
+                    );
+                    if let Some(s) = self.lookup(&key) {
+                        state = s;
+                    } else {
+                        self.ensure_recorded(&mut state, &parent_key).await?;
+                        let created_by = format!("RUN {}", argv.join(" "));
+                        state = steps::run(
+                            self.b,
+                            &state,
+                            steps::Run {
+                                args: argv,
+                                env: run_env,
+                                network: network.into(),
+                                created_by,
+                                line,
+                            },
+                            &key,
+                        )
+                        .await?;
+                    }
+                }
+                Instr::Copy {
+                    sources,
+                    dest,
+                    from,
+                    chown,
+                    chmod,
+                } => {
+                    let from = match from {
+                        Some(f) => Some(dockerfile::expand(f, &lookup, df.escape).map_err(err)?),
+                        None => None,
+                    };
+                    let (src, dest, chown, chmod) = self
+                        .sources(i, &lookup, sources, dest, from, chown, chmod, line)
+                        .await?;
+                    let what = format!(
+                        "COPY {} {dest} {chown:?} {chmod:?} {}",
+                        serde_json::json!(sources),
+                        src.checksum()?
+                    );
+                    key = next_key(&key, &what);
+                    if let Some(s) = self.lookup(&key) {
+                        state = s;
+                    } else {
+                        self.ensure_recorded(&mut state, &parent_key).await?;
+                        let created_by = step.text.clone();
+                        state = steps::copy(
+                            self.b,
+                            &state,
+                            src,
+                            dest,
+                            chown,
+                            chmod,
+                            false,
+                            &key,
+                            &created_by,
+                        )
+                        .await?;
+                    }
+                }
+                Instr::Add {
+                    sources,
+                    dest,
+                    chown,
+                    chmod,
+                } => {
+                    let (src, dest, chown, chmod) = self
+                        .sources(i, &lookup, sources, dest, None, chown, chmod, line)
+                        .await?;
+                    let what = format!(
+                        "ADD {} {dest} {chown:?} {chmod:?} {}",
+                        serde_json::json!(sources),
+                        src.checksum()?
+                    );
+                    key = next_key(&key, &what);
+                    if let Some(s) = self.lookup(&key) {
+                        state = s;
+                    } else {
+                        self.ensure_recorded(&mut state, &parent_key).await?;
+                        let created_by = step.text.clone();
+                        state = steps::copy(
+                            self.b,
+                            &state,
+                            src,
+                            dest,
+                            chown,
+                            chmod,
+                            true,
+                            &key,
+                            &created_by,
+                        )
+                        .await?;
+                    }
+                }
+                other => {
+                    let mut next = state.clone();
+                    let what = match config::apply(&mut next, other, &lookup, df.escape) {
+                        Some(r) => r.map_err(err)?,
+                        None => {
+                            return Err(err(format!("{}: not supported by berth build", step.text)))
+                        }
+                    };
+                    key = next_key(&key, &what);
+                    if let Some(s) = self.lookup(&key) {
+                        state = s;
+                    } else {
+                        next.add_history(&self.b.created(), &step.text, true);
+                        state::record(
+                            &self.b.m,
+                            &self.b.ns,
+                            &cache_name(&key),
+                            &mut next,
+                            BTreeMap::from([(CACHE_LABEL.to_owned(), "true".to_owned())]),
+                        )
+                        .await?;
+                        state = next;
+                    }
+                }
+            }
+            self.end(t0, &state);
+        }
+        Ok(Done { state, key })
+    }
+
+    /// Records `state` (scratch so far) under its key's cache name, so a
+    /// container can be made of it.
+    async fn ensure_recorded(&self, state: &mut State, key: &str) -> Result<(), BuildError> {
+        if state.image.is_none() {
+            state::record(
+                &self.b.m,
+                &self.b.ns,
+                &cache_name(key),
+                state,
+                BTreeMap::from([(CACHE_LABEL.to_owned(), "true".to_owned())]),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Predefined ARGs given as build args (usable without a declaration).
+    fn predefined(&self) -> Vec<(String, Option<String>)> {
+        PREDEFINED_ARGS
+            .iter()
+            .filter_map(|k| {
+                self.build_args
+                    .get(*k)
+                    .map(|v| (k.to_string(), Some(v.clone())))
+            })
+            .collect()
+    }
+
+    /// The cached result of `key`, unless the build ignores the cache.
+    fn lookup(&mut self, key: &str) -> Option<State> {
+        if self.opts.no_cache {
+            return None;
+        }
+        let s = state::cached(&self.b.m, &self.b.ns, key)?;
+        self.cached += 1;
+        self.b.send(Progress::Cached);
+        Some(s)
+    }
+
+    /// The image FROM names: here already, or pulled.
+    async fn image(&mut self, reference: &str, line: usize) -> Result<State, BuildError> {
+        let m = &self.b.m;
+        if let Some(rec) = image::find(&m.meta, &self.b.ns, reference)? {
+            if let Ok(s) = State::of_record(m, &rec) {
+                return Ok(s);
+            }
+        }
+        self.b.send(Progress::Note(format!("pulling {reference}")));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let rec = pull::pull(
+            m.clone(),
+            &self.b.ns,
+            PullOptions {
+                reference: reference.to_owned(),
+                platform: Platform::host(),
+                snapshotter: None,
+                auth: self.opts.pull_auth.clone(),
+                unpack: true,
+            },
+            tx,
+        )
+        .await
+        .map_err(|e| BuildError::Step {
+            line,
+            message: format!("FROM {reference}: {e}"),
+        })?;
+        let _ = drain.await;
+        State::of_record(m, &rec)
+    }
+
+    /// COPY/ADD sources and options, expanded and resolved.
+    #[allow(clippy::too_many_arguments)]
+    async fn sources(
+        &mut self,
+        stage: usize,
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+        sources: &[String],
+        dest: &str,
+        from: Option<String>,
+        chown: &Option<String>,
+        chmod: &Option<String>,
+        line: usize,
+    ) -> Result<(steps::Sources, String, Option<String>, Option<u32>), BuildError> {
+        let esc = self.df.escape;
+        let err = |message: String| BuildError::Step { line, message };
+        let mut srcs = Vec::new();
+        for s in sources {
+            srcs.push(dockerfile::expand(s, lookup, esc).map_err(err)?);
+        }
+        if let Some(u) = srcs.iter().find(|s| s.contains("://")) {
+            return Err(err(format!(
+                "{u}: sources from URLs are not supported by berth build; download them in a RUN step"
+            )));
+        }
+        let dest = dockerfile::expand(dest, lookup, esc).map_err(err)?;
+        let chown = match chown {
+            Some(c) => Some(dockerfile::expand(c, lookup, esc).map_err(err)?),
+            None => None,
+        };
+        let chmod = match chmod {
+            Some(c) => {
+                let c = dockerfile::expand(c, lookup, esc).map_err(err)?;
+                Some(
+                    u32::from_str_radix(&c, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| err(format!("--chmod={c}: not an octal mode")))?,
+                )
+            }
+            None => None,
+        };
+        let src = match from {
+            None => steps::Sources::context(self.context()?, &srcs).map_err(|e| at(line, e))?,
+            Some(f) => {
+                let state = match stage_ref(self.df, &f, stage) {
+                    Some(j) => {
+                        let mut d = self.done[j]
+                            .clone()
+                            .ok_or_else(|| BuildError::Internal(format!("stage {j} not built")))?;
+                        self.ensure_recorded(&mut d.state, &d.key).await?;
+                        d.state
+                    }
+                    None => self.image(&f, line).await?,
+                };
+                steps::Sources::image(self.b, &state, &srcs)
+                    .await
+                    .map_err(|e| at(line, e))?
+            }
+        };
+        Ok((src, dest, chown, chmod))
+    }
+}
+
+/// A context error with the Dockerfile line it came from.
+fn at(line: usize, e: BuildError) -> BuildError {
+    match e {
+        BuildError::Context(c) => BuildError::Step {
+            line,
+            message: c.to_string(),
+        },
+        e => e,
+    }
+}
