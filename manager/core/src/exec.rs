@@ -79,12 +79,21 @@ pub async fn exec_sync(
     r
 }
 
-async fn run(
-    client: &mut shim::shim_client::ShimClient<tonic::transport::Channel>,
+type Client = shim::shim_client::ShimClient<tonic::transport::Channel>;
+
+/// Attaches to the process's stdout and stderr, then starts it, so no
+/// output is missed. The sender keeps the attach open while it lives.
+async fn attach_and_start(
+    client: &mut Client,
     id: &str,
     exec_id: &str,
-    timeout: Option<Duration>,
-) -> Result<Output, TaskError> {
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<shim::AttachRequest>,
+        tonic::Streaming<shim::AttachResponse>,
+    ),
+    TaskError,
+> {
     let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(1);
     let _ = tx
         .send(shim::AttachRequest {
@@ -99,7 +108,7 @@ async fn run(
             )),
         })
         .await;
-    let mut stream = client
+    let stream = client
         .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .map_err(shim_err)?
@@ -111,6 +120,16 @@ async fn run(
         })
         .await
         .map_err(shim_err)?;
+    Ok((tx, stream))
+}
+
+async fn run(
+    client: &mut Client,
+    id: &str,
+    exec_id: &str,
+    timeout: Option<Duration>,
+) -> Result<Output, TaskError> {
+    let (tx, mut stream) = attach_and_start(client, id, exec_id).await?;
     let mut out = Output::default();
     let collect = async {
         // The stream ends once the process exited and its output drained.
@@ -167,32 +186,7 @@ pub async fn run_init(
     mut on_output: impl FnMut(bool, &[u8]),
 ) -> Result<i32, TaskError> {
     let mut client = m.tasks.get(ns, id)?.client;
-    let (tx, rx) = tokio::sync::mpsc::channel::<shim::AttachRequest>(1);
-    let _ = tx
-        .send(shim::AttachRequest {
-            msg: Some(shim::attach_request::Msg::Open(
-                shim::attach_request::Open {
-                    id: id.to_owned(),
-                    exec_id: String::new(),
-                    stdin: false,
-                    stdout: true,
-                    stderr: true,
-                },
-            )),
-        })
-        .await;
-    let mut stream = client
-        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .map_err(shim_err)?
-        .into_inner();
-    client
-        .start(shim::StartRequest {
-            id: id.to_owned(),
-            exec_id: String::new(),
-        })
-        .await
-        .map_err(shim_err)?;
+    let (tx, mut stream) = attach_and_start(&mut client, id, "").await?;
     while let Some(msg) = stream.message().await.map_err(shim_err)? {
         on_output(
             msg.stream == shim::attach_response::Stream::Stderr as i32,
