@@ -331,6 +331,55 @@ async fn a_pod_runs_as_a_kubelet_runs_it() {
         "{eth0:?}"
     );
     assert_eq!(linux.containers.len(), 1);
+    // The same as metrics (the kubelet's /metrics/cadvisor from the CRI):
+    // every series has a descriptor and a value for each of its labels.
+    let descriptors =
+        s.c.rt
+            .list_metric_descriptors(pb::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors;
+    let pm =
+        s.c.rt
+            .list_pod_sandbox_metrics(pb::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+    assert_eq!(pm.len(), 1);
+    assert_eq!(pm[0].container_metrics.len(), 1);
+    assert_eq!(pm[0].container_metrics[0].container_id, web);
+    let all = pm[0]
+        .metrics
+        .iter()
+        .chain(pm[0].container_metrics[0].metrics.iter());
+    for m in all {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == m.name)
+            .unwrap_or_else(|| panic!("no descriptor for {}", m.name));
+        assert_eq!(m.label_values.len(), d.label_keys.len(), "{m:?}");
+    }
+    let value = |ms: &[pb::Metric], name: &str| {
+        ms.iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.value)
+            .map(|v| v.value)
+            .unwrap_or_else(|| panic!("no {name} in {ms:?}"))
+    };
+    let cm = &pm[0].container_metrics[0].metrics;
+    assert!(value(cm, "container_memory_working_set_bytes") > 0);
+    assert!(value(cm, "container_processes") > 0);
+    let rx = pm[0]
+        .metrics
+        .iter()
+        .find(|m| {
+            m.name == "container_network_receive_bytes_total"
+                && m.label_values.last().map(String::as_str) == Some("eth0")
+        })
+        .unwrap_or_else(|| panic!("no eth0 series: {:?}", pm[0].metrics));
+    assert!(rx.value.unwrap().value > 0);
     // UpdateContainerResources reaches the running container's cgroup.
     s.c.rt
         .update_container_resources(pb::UpdateContainerResourcesRequest {

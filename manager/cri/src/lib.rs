@@ -9,6 +9,7 @@ mod containers;
 mod error;
 mod image_ref;
 mod images;
+mod metrics;
 mod pause;
 mod runtime;
 mod sandbox;

@@ -288,24 +288,23 @@ impl cri::runtime_service_server::RuntimeService for Service {
         Ok(Response::new(streaming::events::subscribe(self.0.clone())))
     }
 
-    /// berth reports no Prometheus-style metrics of its own (the kubelet's
-    /// cAdvisor-less stats come from ContainerStats): an empty list.
+    /// cAdvisor's names and labels (see metrics.rs).
     async fn list_metric_descriptors(
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
         Ok(Response::new(cri::ListMetricDescriptorsResponse {
-            descriptors: Vec::new(),
+            descriptors: crate::metrics::descriptors(),
         }))
     }
 
-    /// No metrics are described, so none are listed.
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let pod_metrics = crate::metrics::list(&self.0).await.status()?;
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics: Vec::new(),
+            pod_metrics,
         }))
     }
 

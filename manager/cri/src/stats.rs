@@ -15,7 +15,7 @@ use berth_core::snapshot::Driver;
 use crate::store::{self, ContainerMeta, SandboxMeta};
 use crate::{containers, cri, sandbox, Cri, CriError, NAMESPACE};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// What one cgroup reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -84,10 +84,10 @@ pub fn sample(root: &Path, cgroup: &str) -> Option<Sample> {
 /// Whether the kernel's OOM killer killed a process of the cgroup (its
 /// `oom_kill` count, v2's `memory.events` or v1's `memory.oom_control`).
 pub fn oom_killed(cgroup: &str) -> bool {
-    oom_kills(Path::new(CGROUP_ROOT), cgroup) > 0
+    oom_kill_count(Path::new(CGROUP_ROOT), cgroup) > 0
 }
 
-fn oom_kills(root: &Path, cgroup: &str) -> u64 {
+pub fn oom_kill_count(root: &Path, cgroup: &str) -> u64 {
     let rel = cgroup.trim_start_matches('/');
     let v2 = root.join(rel).join("memory.events");
     let file = if root.join("cgroup.controllers").exists() && v2.exists() {
@@ -368,7 +368,7 @@ mod tests {
             "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         )
         .unwrap();
-        assert_eq!(oom_kills(&v1, "/p/c"), 2);
+        assert_eq!(oom_kill_count(&v1, "/p/c"), 2);
         let v2 = d.path().join("v2");
         std::fs::create_dir_all(v2.join("p/c")).unwrap();
         std::fs::write(v2.join("cgroup.controllers"), "memory").unwrap();
@@ -377,8 +377,8 @@ mod tests {
             "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
         )
         .unwrap();
-        assert_eq!(oom_kills(&v2, "/p/c"), 0);
-        assert_eq!(oom_kills(&v2, "/missing"), 0);
+        assert_eq!(oom_kill_count(&v2, "/p/c"), 0);
+        assert_eq!(oom_kill_count(&v2, "/missing"), 0);
     }
 
     #[test]
