@@ -416,15 +416,13 @@ fn finalize_rootfs(a: &InitArgs<'_>, dev_ro: Option<nix::mount::MsFlags>) -> Res
         // runc makes a missing cwd (0755, inside the new root, before a
         // read-only root is remounted): images name a WORKDIR their
         // layers need not hold, and `docker build` relies on it.
+        // A cwd that cannot be made (a magic link such as
+        // /proc/self/fd/N, a file in the way) is left to the chdir, which
+        // then refuses it with the error that names the cwd.
         let cwd = a.process.cwd();
         if cwd != std::path::Path::new("/") {
             use std::os::unix::fs::PermissionsExt;
-            newroot
-                .mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755))
-                .map_err(|source| InitError::Root {
-                    what: "creating the process's cwd",
-                    source,
-                })?;
+            let _ = newroot.mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755));
         }
         crate::rootfs::finish_dev(&newroot, dev_ro)?;
     }
