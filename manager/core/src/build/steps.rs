@@ -118,6 +118,7 @@ impl StepContainer {
                 created_by: Some(created_by.to_owned()),
                 epoch: b.epoch,
                 record_labels: BTreeMap::from([(CACHE_LABEL.to_owned(), "true".to_owned())]),
+                take_snapshot: true,
                 ..Default::default()
             },
         )
@@ -164,6 +165,21 @@ async fn run_in(b: &Builder, c: &StepContainer, run: &Run, key: &str) -> Result<
     .await;
     let _ = std::fs::remove_file(&log);
     let code = r?;
+    // The task goes before the commit, so the commit can take the
+    // snapshot as the layer's instead of unpacking the layer again.
+    match task::delete(
+        &b.m,
+        &b.ns,
+        berth_proto::shim::v1::DeleteRequest {
+            id: c.id.clone(),
+            exec_id: String::new(),
+        },
+    )
+    .await
+    {
+        Ok(_) | Err(TaskError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     if code != 0 {
         return Err(BuildError::RunFailed {
             line: run.line,

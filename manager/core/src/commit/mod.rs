@@ -130,6 +130,11 @@ pub struct CommitOptions {
     pub epoch: Option<i64>,
     /// Labels of the image record (not of the image config).
     pub record_labels: std::collections::BTreeMap<String, String>,
+    /// The container is removed after (a build step's): its snapshot,
+    /// which holds exactly the layer's changes, becomes the layer's
+    /// committed snapshot instead of the layer being unpacked again.
+    /// Ignored while the container has a task.
+    pub take_snapshot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -380,7 +385,20 @@ async fn under_lease(
     let chain = image::chain_ids(&diff_ids);
     let top = chain.last().cloned().unwrap_or_default();
     let parent = (chain.len() > 1).then(|| chain[chain.len() - 2].as_str());
-    if !m.snapshots.exists(ns, driver, &top)? {
+    let take = opts.take_snapshot && !m.tasks.exists(ns, &rec.id);
+    if take && !m.snapshots.exists(ns, driver, &top)? {
+        // Durable before it is named, as a pull's unpacked layers are.
+        m.snapshots.sync()?;
+        let _g = m.gc_lock.read().await;
+        match m
+            .snapshots
+            .commit(ns, driver, &top, &rec.snapshot_key, Default::default())
+        {
+            // Another commit named the same layer first: keep theirs.
+            Ok(()) | Err(SnapshotError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else if !m.snapshots.exists(ns, driver, &top)? {
         pull::unpack_stored_layer(
             m,
             ns,
