@@ -494,7 +494,10 @@ fn a_registry_cut_mid_push_fails_clearly_and_the_next_push_completes() {
     // This time the registry stays away: the push retries, then gives up
     // naming a blob and what to do, and leaves no manifest behind. The
     // config and the layer upload side by side and both fail; the error
-    // names whichever gave up first.
+    // names whichever gave up first. (Another registry: this one would
+    // mount the blobs from copy/big instead of receiving them.)
+    let dst = logged_registry(None);
+    let proxy = UploadCut::start(dst.addr());
     let to = format!("{}/copy/big2:latest", proxy.host());
     d.ok(&["tag", &from, &to]);
     proxy.cut_after(layer.size / 2);
@@ -532,4 +535,91 @@ fn skopeo_try(reference: &str) -> Option<Vec<u8>> {
         .output()
         .expect("running skopeo");
     out.status.success().then_some(out.stdout)
+}
+
+/// Lines of the registry's access log for `method` on `repo`'s blob paths.
+fn blob_requests(reg: &Registry, method: &str, repo: &str) -> Vec<String> {
+    let needle = format!("\"{method} /v2/{repo}/blobs/");
+    reg.log()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn blobs_are_mounted_across_repositories_and_chunked_uploads_keep_digests() {
+    let src = source();
+    let dst = logged_registry(None);
+    let d = Daemon::start();
+    let from = format!("{}/test/multilayer:latest", src.reg.host());
+    d.ok(&["pull", &from]);
+    let digest = src.std.multilayer.manifest.digest.clone();
+
+    // First push: every blob goes up.
+    let one = format!("{}/copy/one:latest", dst.host());
+    d.ok(&["tag", &from, &one]);
+    let v = d.json(&["push", "--json", &one]);
+    assert_eq!(
+        (v["uploaded"].as_u64(), v["mounted"].as_u64()),
+        (Some(4), Some(0)),
+        "{v}"
+    );
+
+    // The same image into another repository of that registry: the
+    // registry links every blob from copy/one (201 to POST ?mount=&from=),
+    // no byte is sent again.
+    let two = format!("{}/copy/two:latest", dst.host());
+    d.ok(&["tag", &from, &two]);
+    let v = d.json(&["push", "--json", &two]);
+    assert_eq!(
+        (
+            v["uploaded"].as_u64(),
+            v["mounted"].as_u64(),
+            v["digest"].as_str()
+        ),
+        (Some(0), Some(4), Some(digest.as_str())),
+        "{v}"
+    );
+    let mounts: Vec<String> = blob_requests(&dst, "POST", "copy/two")
+        .into_iter()
+        .filter(|l| l.contains("mount=") && l.contains("from=copy%2Fone") && l.contains("\" 201 "))
+        .collect();
+    assert_eq!(mounts.len(), 4, "{}", dst.log());
+    assert!(
+        blob_requests(&dst, "PUT", "copy/two").is_empty(),
+        "{}",
+        dst.log()
+    );
+    assert_eq!(sha256(&skopeo_raw(&two, None)), digest);
+
+    // A daemon that pulled from copy/one knows where the blobs are: its
+    // push to a third repository mounts them too.
+    let d2 = Daemon::start();
+    d2.ok(&["pull", &one]);
+    let three = format!("{}/copy/three:latest", dst.host());
+    d2.ok(&["tag", &one, &three]);
+    let v = d2.json(&["push", "--json", &three]);
+    assert_eq!(
+        (v["uploaded"].as_u64(), v["mounted"].as_u64()),
+        (Some(0), Some(4)),
+        "{v}"
+    );
+
+    // Chunked uploads, to a registry that has none of it: PATCH requests,
+    // and the registry took the digests the manifest names.
+    let fresh = logged_registry(None);
+    let four = format!("{}/copy/four:latest", fresh.host());
+    d.ok(&["tag", &from, &four]);
+    let v = d.json(&["push", "--json", "--chunked", &four]);
+    assert_eq!(
+        (v["uploaded"].as_u64(), v["mounted"].as_u64()),
+        (Some(4), Some(0)),
+        "{v}"
+    );
+    let patches = blob_requests(&fresh, "PATCH", "copy/four");
+    assert!(patches.len() >= 4, "{}", fresh.log());
+    assert_eq!(sha256(&skopeo_raw(&four, None)), digest);
+    let out = d2.ok(&["run", "--rm", &four, "cat", "/srv/keep/file"]);
+    assert_eq!(out, "kept\n");
 }

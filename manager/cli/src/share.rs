@@ -36,6 +36,10 @@ pub struct PushArgs {
     /// Credentials as user:password (default: docker's config.json).
     #[arg(long)]
     user: Option<String>,
+    /// Upload each blob in chunks (a PATCH per piece) instead of one PUT,
+    /// for registries or proxies that cap a request's size.
+    #[arg(long)]
+    chunked: bool,
     /// Print the result as JSON instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -83,6 +87,7 @@ pub async fn push(c: &Client, a: PushArgs) -> Result<()> {
             plain_http: a.plain_http,
             username,
             password,
+            chunked: a.chunked,
         })
         .await
         .map_err(rpc)?
@@ -143,16 +148,18 @@ pub async fn push(c: &Client, a: PushArgs) -> Result<()> {
                         "size": t.size,
                         "uploaded": r.uploaded,
                         "skipped": r.skipped,
+                        "mounted": r.mounted,
                     });
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     println!(
-                        "{}: digest: {} size: {} ({} blobs sent, {} already there)",
+                        "{}: digest: {} size: {} ({} blobs sent, {} already there, {} mounted)",
                         r.reference,
                         t.digest,
                         human(t.size),
                         r.uploaded,
-                        r.skipped
+                        r.skipped,
+                        r.mounted
                     );
                 }
                 return Ok(());

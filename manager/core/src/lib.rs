@@ -29,6 +29,7 @@ pub mod remote;
 pub mod restart;
 pub mod seccomp;
 pub mod snapshot;
+pub mod source;
 pub mod spec;
 pub mod task;
 pub mod unpack;

@@ -201,6 +201,10 @@ pub async fn pull(
     let reference = remote::parse_reference(&opts.reference)?;
     let name = remote::canonical_name(&reference);
     let driver = Driver::parse(opts.snapshotter.as_deref().unwrap_or(&m.config.snapshotter))?;
+    let (registry, repo) = (
+        reference.registry().to_owned(),
+        reference.repository().to_owned(),
+    );
     let remote = Remote::new(reference, &m.config.registry, &opts.auth)?;
     let lease_id = format!(
         "pull-{}-{}",
@@ -213,6 +217,16 @@ pub async fn pull(
         lease::create(&m.meta, ns, &lease_id, 3600, &m.instance)?;
     }
     let r = pull_under_lease(&m, ns, &name, &lease_id, driver, remote, &opts, &progress).await;
+    if let Ok(rec) = &r {
+        // Where the blobs are, for pushes to this registry to mount.
+        let blobs: Vec<String> = image::reachable(&m.content, &rec.target)
+            .into_iter()
+            .map(|d| d.digest)
+            .collect();
+        if let Err(e) = crate::source::note(&m, ns, &blobs, &registry, &repo) {
+            tracing::warn!(error = %e, "recording where the pulled blobs came from");
+        }
+    }
     // The image record now holds what the pull made; on failure, the
     // collector may take what is left (ingests stay for a resumed pull).
     if let Err(e) = lease::delete(&m.meta, ns, &lease_id) {

@@ -91,6 +91,8 @@ pub struct PushOptions {
     /// Push only this platform's manifest of an index (under the tag).
     pub platform: Option<Platform>,
     pub auth: PullAuth,
+    /// Upload blobs in chunks (PATCH per piece) instead of one PUT each.
+    pub chunked: bool,
 }
 
 /// What a push did.
@@ -100,9 +102,11 @@ pub struct Pushed {
     pub reference: String,
     /// The manifest or index now under the tag.
     pub target: Desc,
-    /// Blobs sent, and blobs the registry already had.
+    /// Blobs sent, blobs the repository already had, and blobs the
+    /// registry linked from another of its repositories.
     pub uploaded: u32,
     pub skipped: u32,
+    pub mounted: u32,
 }
 
 type Tx = UnboundedSender<Progress>;
@@ -331,8 +335,28 @@ pub async fn push(
         .map_err(|e| classify(e, &display))?;
     let remote = Arc::new(remote);
 
-    let (uploaded, skipped) =
-        upload_blobs(&m, &remote, &rec.name, &display, plan.blobs, &progress).await?;
+    let blob_digests: Vec<String> = plan.blobs.iter().map(|b| b.desc.digest.clone()).collect();
+    let sent = upload_blobs(
+        &m,
+        ns,
+        &remote,
+        &rec.name,
+        &display,
+        plan.blobs,
+        opts.chunked,
+        &progress,
+    )
+    .await?;
+    // Where the blobs are now, for later pushes to mount.
+    if let Err(e) = crate::source::note(
+        &m,
+        ns,
+        &blob_digests,
+        reference.registry(),
+        reference.repository(),
+    ) {
+        tracing::warn!(error = %e, "recording where the pushed blobs went");
+    }
 
     for (d, bytes) in &plan.manifests {
         let _ = progress.send(Progress::Status(format!("pushing manifest {}", d.digest)));
@@ -384,19 +408,44 @@ pub async fn push(
     Ok(Pushed {
         reference: display,
         target: root,
-        uploaded,
-        skipped,
+        uploaded: sent.uploaded,
+        skipped: sent.skipped,
+        mounted: sent.mounted,
     })
 }
 
+/// What became of a push's blobs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    uploaded: u32,
+    /// The registry had them in the repository already.
+    skipped: u32,
+    /// Linked from another repository of the registry.
+    mounted: u32,
+}
+
+/// How one blob got there.
+enum Outcome {
+    Uploaded,
+    Skipped,
+    Mounted,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn upload_blobs(
     m: &Arc<Manager>,
+    ns: &str,
     remote: &Arc<Remote>,
     name: &str,
     display: &str,
     blobs: Vec<Blob>,
+    chunked: bool,
     progress: &Tx,
-) -> Result<(u32, u32), PushError> {
+) -> Result<Sent, PushError> {
+    let (registry, repo) = (
+        remote.reference().registry().to_owned(),
+        remote.reference().repository().to_owned(),
+    );
     let sem = Arc::new(tokio::sync::Semaphore::new(
         m.config.max_concurrent_downloads.max(1),
     ));
@@ -408,6 +457,8 @@ async fn upload_blobs(
             downloaded: 0,
             state: "waiting",
         });
+        let mut from = crate::source::repos(m, ns, &b.desc.digest, &registry);
+        from.retain(|r| *r != repo);
         let (remote, sem, progress, name, display) = (
             remote.clone(),
             sem.clone(),
@@ -417,18 +468,19 @@ async fn upload_blobs(
         );
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            upload_blob(&remote, &name, &display, b, &progress).await
+            upload_blob(&remote, &name, &display, b, &from, chunked, &progress).await
         });
     }
-    let (mut uploaded, mut skipped) = (0, 0);
+    let mut sent = Sent::default();
     let mut first_err = None;
     while let Some(r) = tasks.join_next().await {
         match r
             .map_err(|e| PushError::Internal(e.to_string()))
             .and_then(|r| r)
         {
-            Ok(true) => uploaded += 1,
-            Ok(false) => skipped += 1,
+            Ok(Outcome::Uploaded) => sent.uploaded += 1,
+            Ok(Outcome::Skipped) => sent.skipped += 1,
+            Ok(Outcome::Mounted) => sent.mounted += 1,
             Err(e) => {
                 if first_err.is_none() {
                     tasks.abort_all();
@@ -439,18 +491,22 @@ async fn upload_blobs(
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok((uploaded, skipped)),
+        None => Ok(sent),
     }
 }
 
-/// Sends one blob unless the registry has it; true when it was sent.
+/// Sends one blob unless the registry has it in the repository, or links
+/// it from one of the repositories `from` where it is known to be.
+#[allow(clippy::too_many_arguments)]
 async fn upload_blob(
     remote: &Remote,
     name: &str,
     display: &str,
     b: Blob,
+    from: &[String],
+    chunked: bool,
     progress: &Tx,
-) -> Result<bool, PushError> {
+) -> Result<Outcome, PushError> {
     let d = &b.desc;
     let report = |sent: u64, state: &'static str| {
         let _ = progress.send(Progress::Layer {
@@ -465,7 +521,13 @@ async fn upload_blob(
         .map_err(|(e, _)| classify(e, display))?;
     if has {
         report(d.size, "exists");
-        return Ok(false);
+        return Ok(Outcome::Skipped);
+    }
+    for repo in from {
+        if remote.mount_blob(&d.digest, repo).await {
+            report(d.size, "mounted");
+            return Ok(Outcome::Mounted);
+        }
     }
     let Some(file) = b.file else {
         return Err(PushError::MissingContent {
@@ -478,7 +540,7 @@ async fn upload_blob(
     loop {
         report(0, "uploading");
         let stream = blob_stream(&file, d, progress)?;
-        match remote.upload_blob(&d.digest, d.size, stream).await {
+        match remote.upload_blob(&d.digest, d.size, stream, chunked).await {
             Ok(()) => break,
             Err(e) if e.is_transient() && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
@@ -498,7 +560,7 @@ async fn upload_blob(
         }
     }
     report(d.size, "done");
-    Ok(true)
+    Ok(Outcome::Uploaded)
 }
 
 /// The blob's bytes from the start (each attempt reads it again), reporting

@@ -638,18 +638,65 @@ impl Remote {
         }
     }
 
-    /// Uploads blob `digest` of `size` bytes from `data`.
+    /// Uploads blob `digest` of `size` bytes from `data`: one PUT after the
+    /// POST that opens the session, or (`chunked`) a PATCH per piece of
+    /// `data` and a closing PUT, for registries or proxies that limit a
+    /// request's size.
     pub async fn upload_blob(
         &self,
         digest: &str,
         size: u64,
         data: BoxStream<'static, Result<bytes::Bytes, oci_client::errors::OciDistributionError>>,
+        chunked: bool,
     ) -> Result<(), RemoteError> {
-        self.client
-            .push_blob_stream(&self.reference, data, digest, Some(size))
+        if !chunked {
+            return self
+                .client
+                .push_blob_stream(&self.reference, data, digest, Some(size))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.answer_err(e));
+        }
+        let r = self
+            .client
+            .push_blob_stream_chunked(&self.reference, data)
             .await
-            .map(|_| ())
-            .map_err(|e| self.answer_err(e))
+            .map_err(|e| self.answer_err(e))?;
+        // The registry checked the digest the client computed; that must
+        // be the one the manifest names.
+        if r.blob_digest != digest || r.size != size {
+            return Err(RemoteError::Transport {
+                reference: self.display.clone(),
+                detail: format!(
+                    "blob {digest} went up as {} ({} bytes, {size} expected)",
+                    r.blob_digest, r.size
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Asks the registry to link blob `digest` from repository `from` into
+    /// this one (a cross-repository mount): true when it did (201), false
+    /// when it would rather have the bytes (it answers 202 and opens an
+    /// upload session, or refuses).
+    pub async fn mount_blob(&self, digest: &str, from: &str) -> bool {
+        let source = Reference::with_digest(
+            self.reference.registry().to_owned(),
+            from.to_owned(),
+            digest.to_owned(),
+        );
+        match self
+            .client
+            .mount_blob(&self.reference, &source, digest)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(blob = digest, from, error = %e, "no cross-repository mount");
+                false
+            }
+        }
     }
 
     /// Puts a manifest or index under `tag_or_digest` of this repository,

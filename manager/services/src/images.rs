@@ -290,6 +290,7 @@ impl pb::images_server::Images for Service {
                 username: r.username,
                 password: r.password,
             },
+            chunked: r.chunked,
         };
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -322,6 +323,7 @@ impl pb::images_server::Images for Service {
                         target: Some(desc_pb(&p.target)),
                         uploaded: p.uploaded,
                         skipped: p.skipped,
+                        mounted: p.mounted,
                     })),
                 }),
                 Ok(Err(e)) => Err(crate::status(&e)),
