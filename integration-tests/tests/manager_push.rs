@@ -623,3 +623,51 @@ fn blobs_are_mounted_across_repositories_and_chunked_uploads_keep_digests() {
     let out = d2.ok(&["run", "--rm", &four, "cat", "/srv/keep/file"]);
     assert_eq!(out, "kept\n");
 }
+
+#[test]
+fn push_over_tls_with_basic_auth_after_a_login() {
+    let src = source();
+    let dst = Registry::start_with(RegistryOptions {
+        tls: true,
+        user: Some(("alice".into(), "s3cret".into())),
+        access_log: true,
+    })
+    .unwrap();
+    // The registry's CA in the certs directory, as docker's certs.d.
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(dst.host())).unwrap();
+    std::fs::copy(dst.ca_cert(), certs.join(dst.host()).join("ca.crt")).unwrap();
+    let cfg = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!("[registry]\ncerts_dir = \"{}\"\n", certs.display()),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]);
+    let from = format!("{}/test/multilayer:latest", src.reg.host());
+    d.ok(&["pull", &from]);
+    let to = format!("{}/private/multilayer:1", dst.host());
+    d.ok(&["tag", &from, &to]);
+    let err = d.fails(&["push", &to]);
+    assert!(err.contains("berth login"), "{err}");
+    let out = login(&d, &dst.host(), "alice", "s3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = d.json(&["push", "--json", &to]);
+    assert_eq!(v["digest"], src.std.multilayer.manifest.digest, "{v}");
+    assert_eq!(v["uploaded"].as_u64(), Some(4), "{v}");
+    // Over TLS only: the registry serves nothing else, and saw the
+    // authenticated uploads.
+    assert!(
+        dst.log()
+            .contains("\"PUT /v2/private/multilayer/manifests/1 "),
+        "{}",
+        dst.log()
+    );
+    let raw = skopeo_raw(&to, Some("alice:s3cret"));
+    assert_eq!(sha256(&raw), src.std.multilayer.manifest.digest);
+}
