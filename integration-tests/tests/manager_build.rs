@@ -651,9 +651,9 @@ fn run_steps_start_in_a_workdir_made_for_them_with_args_and_env() {
     std::fs::create_dir(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM busybox\nARG WHO=world\nENV GREETING=hi\nWORKDIR /made/here\n\
-         RUN echo \"$GREETING $WHO from $(pwd)\" > note\nUSER 65534\nRUN id -u > /tmp/uid\n\
-         CMD cat note /tmp/uid\n",
+        "FROM busybox\nARG WHO=world\nARG TARGETARCH\nENV GREETING=hi\nWORKDIR /made/here\n\
+         RUN echo \"$GREETING $WHO from $(pwd) on $TARGETARCH\" > note\nUSER 65534\n\
+         RUN id -u > /tmp/uid\nCMD cat note /tmp/uid\n",
     )
     .unwrap();
     build(
@@ -667,7 +667,13 @@ fn run_steps_start_in_a_workdir_made_for_them_with_args_and_env() {
         ],
     );
     let out = d.ok(&["run", "--rm", "wd:1"]);
-    assert_eq!(out, "hi berth from /made/here\n65534\n");
+    // TARGETARCH: BuildKit's automatic platform argument, the host's.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    assert_eq!(out, format!("hi berth from /made/here on {arch}\n65534\n"));
     // The build argument is not in the image's environment.
     let out = d.ok(&["run", "--rm", "wd:1", "sh", "-c", "echo ${WHO:-unset}"]);
     assert_eq!(out, "unset\n");

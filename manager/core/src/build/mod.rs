@@ -51,7 +51,7 @@ pub use state::{CACHE_LABEL, CACHE_REPO};
 
 /// ARGs docker defines without a declaration (proxies); they never enter
 /// the cache key, so a different proxy does not rebuild.
-const PREDEFINED_ARGS: [&str; 8] = [
+const PREDEFINED_ARGS: [&str; 10] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -60,7 +60,31 @@ const PREDEFINED_ARGS: [&str; 8] = [
     "ftp_proxy",
     "NO_PROXY",
     "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 ];
+
+/// BuildKit's automatic platform ARGs: an `ARG TARGETARCH` (or the like)
+/// without a default and without a `--build-arg` takes the platform's
+/// value. berth builds for the host, so target and build are the same.
+fn automatic_arg(name: &str) -> Option<String> {
+    let p = Platform::host();
+    let platform = if p.variant.is_empty() {
+        format!("{}/{}", p.os, p.architecture)
+    } else {
+        format!("{}/{}/{}", p.os, p.architecture, p.variant)
+    };
+    let which = name
+        .strip_prefix("TARGET")
+        .or_else(|| name.strip_prefix("BUILD"))?;
+    Some(match which {
+        "PLATFORM" => platform,
+        "OS" => p.os,
+        "ARCH" => p.architecture,
+        "VARIANT" => p.variant,
+        _ => return None,
+    })
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -309,7 +333,7 @@ fn global_args(
                     dockerfile::expand(d, &|k| g.get(k).cloned(), df.escape)
                         .map_err(|message| BuildError::Step { line: 1, message })?,
                 ),
-                None => None,
+                None => automatic_arg(&a.name),
             },
         };
         if let Some(v) = v {
@@ -367,4 +391,22 @@ fn needed_stages(df: &Dockerfile, bases: &[String], target: usize) -> Vec<usize>
         }
     }
     (0..df.stages.len()).filter(|&i| need[i]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_args_are_the_hosts_and_others_are_not_automatic() {
+        let host = Platform::host();
+        assert_eq!(automatic_arg("TARGETARCH"), Some(host.architecture.clone()));
+        assert_eq!(automatic_arg("BUILDOS"), Some("linux".into()));
+        assert_eq!(
+            automatic_arg("TARGETPLATFORM"),
+            Some(format!("linux/{}", host.architecture))
+        );
+        assert_eq!(automatic_arg("TARGET"), None);
+        assert_eq!(automatic_arg("HOME"), None);
+    }
 }

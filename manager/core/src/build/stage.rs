@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::dockerfile::{self, Dockerfile, Instr, Stage};
 use super::state::{self, cache_name, next_key, State};
 use super::{
-    config, context, stage_ref, steps, BuildError, BuildOptions, Builder, Done, Progress,
-    CACHE_LABEL, PREDEFINED_ARGS,
+    automatic_arg, config, context, stage_ref, steps, BuildError, BuildOptions, Builder, Done,
+    Progress, CACHE_LABEL, PREDEFINED_ARGS,
 };
 use crate::image::{self, Platform};
 use crate::pull::{self, PullOptions};
@@ -130,7 +130,11 @@ impl Run<'_> {
                                 Some(raw) => {
                                     Some(dockerfile::expand(raw, &lookup, df.escape).map_err(err)?)
                                 }
-                                None => self.globals.get(&d.name).cloned(),
+                                None => self
+                                    .globals
+                                    .get(&d.name)
+                                    .cloned()
+                                    .or_else(|| automatic_arg(&d.name)),
                             },
                         };
                         set.push((d.name.clone(), v));
