@@ -94,7 +94,6 @@ created them, on exit, Ctrl-C or failure. WORKDIR/context stays unless
 --clean.
 """
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -109,7 +108,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull  # noqa: E402
-from common import Daemons, Failed, host_busy, host_ticks, log, run, unmount_under  # noqa: E402
+from common import Daemons, Failed, host_busy, host_ticks, lock_workdir, log, run, unmount_under  # noqa: E402
 from manager import cgroups_with, kill_pids, pids_naming, rmdir_cgroup  # noqa: E402
 from pull import (Berth, FreshFs, detach_loops_under, reap_stale, start_registry,  # noqa: E402
                   syncfs)
@@ -548,13 +547,7 @@ def main():
     workdir = os.path.abspath(a.workdir)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    os.makedirs(workdir, exist_ok=True)
-    # One run per work dir: holding the lock makes every run.* dir in it stale.
-    lock = open(os.path.join(workdir, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bench-build is running in {workdir}")
+    lock = lock_workdir(workdir, "bench-build")  # held for the run
     for name in os.listdir(workdir):  # shims and the like a killed run left
         stale = os.path.join(workdir, name)
         if name.startswith("run.") and os.path.isdir(stale):

@@ -1,8 +1,23 @@
 """Helpers the benchmark drivers share: logging, quiet commands, mounts,
 host CPU load and background daemons with pid files."""
+import fcntl
 import os
 import subprocess
+import sys
 import time
+
+
+def lock_workdir(workdir, name):
+    """Makes workdir and takes its lock for this run (exits when another
+    `name` holds it): holding the lock makes every run.* dir in it stale.
+    Keep the returned file open for as long as the run lasts."""
+    os.makedirs(workdir, exist_ok=True)
+    lock = open(os.path.join(workdir, "lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"another {name} is running in {workdir}")
+    return lock
 
 
 def log(msg=""):

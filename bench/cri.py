@@ -71,7 +71,6 @@ and the run dir; then checks that nothing of the run is left and says so.
 A run killed with SIGKILL is cleaned up by the next one (same work dir).
 """
 import argparse
-import fcntl
 import glob
 import hashlib
 import io
@@ -92,7 +91,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import Daemons, Failed, host_busy, log, mounts_under, unmount_under, wait_until  # noqa: E402
+from common import Daemons, Failed, host_busy, lock_workdir, log, mounts_under, unmount_under, wait_until  # noqa: E402
 from manager import (cgroup_hierarchies, cgroup_procs, cmdline, kill_pids, mem_sum,  # noqa: E402
                      mib, pct, pids_naming, rmdir_cgroup, smaps)
 
@@ -609,12 +608,7 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    os.makedirs(workdir, exist_ok=True)
-    lock = open(os.path.join(workdir, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bench-cri is running in {workdir}")
+    lock = lock_workdir(workdir, "bench-cri")  # held for the run
     reap_stale(workdir, bin_dir)
     if link_exists(BRIDGE) or iptables_lines():
         sys.exit(f"the bridge {BRIDGE} or iptables rules naming {NETWORK}/{SUBNET} exist outside "

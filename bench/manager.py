@@ -60,7 +60,6 @@ checks that no process, mount or cgroup of the run is left and says so.
 A run killed with SIGKILL is cleaned up by the next one (same work dir).
 """
 import argparse
-import fcntl
 import json
 import os
 import secrets
@@ -73,7 +72,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import Daemons, Failed, host_busy, host_ticks, log, mounts_under, unmount_under, wait_until  # noqa: E402
+from common import Daemons, Failed, host_busy, host_ticks, lock_workdir, log, mounts_under, unmount_under, wait_until  # noqa: E402
 
 NS_CTD = "bench"          # containerd namespace (cgroups bench/ID)
 NS_BERTH = "default"      # berth namespace (cgroups berth/default-ID)
@@ -614,12 +613,7 @@ def main():
     workdir = os.path.abspath(a.workdir)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    os.makedirs(workdir, exist_ok=True)
-    lock = open(os.path.join(workdir, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bench-manager is running in {workdir}")
+    lock = lock_workdir(workdir, "bench-manager")  # held for the run
     reap_stale(workdir, bin_dir)
     token = secrets.token_hex(3)
     run_dir = os.path.join(workdir, f"run.{token}")

@@ -57,7 +57,6 @@ their own jumps is left in them, and the run dir. Then it diffs
 added or removed, marking those naming this run's networks or containers.
 """
 import argparse
-import fcntl
 import json
 import os
 import re
@@ -73,7 +72,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import Daemons, Failed, host_busy, log, unmount_under, wait_until  # noqa: E402
+from common import Daemons, Failed, host_busy, lock_workdir, log, unmount_under, wait_until  # noqa: E402
 from manager import (cgroup_hierarchies, cgroup_procs, cgroups_with, cmdline,  # noqa: E402
                      kill_pids, mounts_under, pct, pids_naming, rmdir_cgroup, rmdir_if_empty)
 
@@ -550,12 +549,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     workdir = os.path.abspath(a.workdir)
-    os.makedirs(workdir, exist_ok=True)
-    lock = open(os.path.join(workdir, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bench-network is running in {workdir}")
+    lock = lock_workdir(workdir, "bench-network")  # held for the run
     for name in os.listdir(workdir):
         stale = os.path.join(workdir, name)
         if name.startswith("run.") and os.path.isdir(stale):

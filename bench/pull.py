@@ -55,7 +55,6 @@ WORKDIR/layout stays unless --clean.
 """
 import argparse
 import ctypes
-import fcntl
 import json
 import os
 import re
@@ -72,7 +71,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bigimage  # noqa: E402
-from common import Daemons, host_busy, log, mounts_under, run, unmount_under, wait_until  # noqa: E402
+from common import Daemons, host_busy, lock_workdir, log, mounts_under, run, unmount_under, wait_until  # noqa: E402
 
 NS = "bench"
 REPO = "bench/big"
@@ -504,13 +503,7 @@ def main():
     workdir = os.path.abspath(a.workdir)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    os.makedirs(workdir, exist_ok=True)
-    # One run per work dir: holding the lock makes every run.* dir in it stale.
-    lock = open(os.path.join(workdir, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bench-pull is running in {workdir}")
+    lock = lock_workdir(workdir, "bench-pull")  # held for the run
     reap_stale(workdir)
     layout = os.path.join(workdir, "layout")
     run_dir = tempfile.mkdtemp(prefix="run.", dir=workdir)

@@ -33,7 +33,6 @@ Everything started is stopped and the run dir removed on exit, Ctrl-C or
 failure; WORKDIR/layout stays unless --clean.
 """
 import argparse
-import fcntl
 import gzip
 import hashlib
 import io
@@ -50,7 +49,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull  # noqa: E402
-from common import Daemons, host_busy, log, run, unmount_under  # noqa: E402
+from common import Daemons, host_busy, lock_workdir, log, run, unmount_under  # noqa: E402
 from pull import Berth, children_cpu, proc_cpu, reap_stale, start_registry  # noqa: E402
 
 # Bump when the recipe changes: a cached layout with another version is rebuilt.
@@ -240,12 +239,7 @@ def main():
     workdir = os.path.abspath(a.workdir)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    os.makedirs(workdir, exist_ok=True)
-    lock = open(os.path.join(workdir, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sys.exit(f"another bench-push is running in {workdir}")
+    lock = lock_workdir(workdir, "bench-push")  # held for the run
     reap_stale(workdir)
     layout = os.path.join(workdir, "layout")
     run_dir = tempfile.mkdtemp(prefix="run.", dir=workdir)
