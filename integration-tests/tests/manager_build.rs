@@ -678,3 +678,50 @@ fn run_steps_start_in_a_workdir_made_for_them_with_args_and_env() {
     let out = d.ok(&["run", "--rm", "wd:1", "sh", "-c", "echo ${WHO:-unset}"]);
     assert_eq!(out, "unset\n");
 }
+
+/// Whether some process runs `sleep <secs>` (a number no other test uses).
+fn sleeping(secs: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c == format!("sleep\0{secs}\0").as_bytes())
+    })
+}
+
+#[test]
+fn a_daemon_killed_mid_build_removes_the_step_container_when_it_restarts() {
+    let (mut d, tmp) = daemon();
+    let ctx = tmp.path().join("killed");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN sleep 987\n").unwrap();
+    let mut cli = d
+        .cmd()
+        .args(["build", "-q", ctx.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let step_runs = |d: &Daemon| {
+        d.json(&["ps", "-a", "--format", "json"])
+            .as_array()
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|c| c["labels"]["berth.io/build"] == "true" && c["status"] == "running")
+            })
+    };
+    berth_integration_tests::wait_until(
+        "the RUN step to run",
+        std::time::Duration::from_secs(20),
+        || step_runs(&d),
+    );
+    assert!(sleeping("987"));
+    // The daemon dies; the step's shim and process live on.
+    d.kill9();
+    let _ = cli.wait();
+    assert!(sleeping("987"), "the step's process died with the daemon");
+    // The restarted daemon removes the step's container, task and process.
+    d.respawn();
+    let ps = d.json(&["ps", "-a", "--format", "json"]);
+    assert_eq!(ps, serde_json::json!([]), "{ps}");
+    assert!(!sleeping("987"), "the step's process outlived the cleanup");
+    assert_eq!(leftovers(&d), "");
+}

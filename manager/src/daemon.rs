@@ -161,6 +161,13 @@ fn serve(config: Config) -> Result<()> {
         let recovered = berth_core::task::recover(&m).await;
         berth_core::restart::resume_pending(&m).await;
         tracing::info!(tasks = recovered, "reconnected to running shims");
+        let steps = berth_core::build::remove_leftovers(&m).await;
+        if steps > 0 {
+            tracing::info!(
+                containers = steps,
+                "removed the step containers of interrupted builds"
+            );
+        }
         // The CRI socket first: once the main socket answers (what clients
         // and tests wait for), every socket of the daemon does.
         let cri = if m.config.cri.enabled {

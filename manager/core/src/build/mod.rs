@@ -48,6 +48,7 @@ use dockerfile::{Dockerfile, Instr};
 use stage::Run;
 use state::{cache_name, State};
 pub use state::{CACHE_LABEL, CACHE_REPO};
+pub use steps::remove_leftovers;
 
 /// ARGs docker defines without a declaration (proxies); they never enter
 /// the cache key, so a different proxy does not rebuild.

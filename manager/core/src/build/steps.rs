@@ -60,7 +60,7 @@ impl StepContainer {
                 id: id.clone(),
                 image,
                 options,
-                labels: BTreeMap::from([("berth.io/build".to_owned(), "true".to_owned())]),
+                labels: BTreeMap::from([(STEP_LABEL.to_owned(), "true".to_owned())]),
                 ..Default::default()
             },
         )
@@ -125,6 +125,38 @@ impl StepContainer {
         .await?;
         State::of_record(&b.m, &c.image)
     }
+}
+
+/// The label every build step's container carries.
+pub(super) const STEP_LABEL: &str = "berth.io/build";
+
+/// At startup: removes the step containers (and their tasks) of builds a
+/// daemon died in the middle of; nothing else would ever remove them.
+pub async fn remove_leftovers(m: &Arc<Manager>) -> usize {
+    let Ok(all) = m
+        .meta
+        .list::<container::ContainerRecord>(crate::metadata::Table::Containers, "")
+    else {
+        return 0;
+    };
+    let mut n = 0;
+    for (k, rec) in all {
+        let Some((ns, _)) = k.split_once('/') else {
+            continue;
+        };
+        if rec.labels.get(STEP_LABEL).map(String::as_str) != Some("true") {
+            continue;
+        }
+        StepContainer {
+            m: m.clone(),
+            ns: ns.to_owned(),
+            id: rec.id.clone(),
+        }
+        .remove()
+        .await;
+        n += 1;
+    }
+    n
 }
 
 /// Runs `run` in a container of `state` and commits what it changed.
