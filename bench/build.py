@@ -109,7 +109,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull  # noqa: E402
 from common import Daemons, Failed, host_busy, host_ticks, lock_workdir, log, run, unmount_under  # noqa: E402
-from manager import cgroups_with, kill_pids, pids_naming, rmdir_cgroup  # noqa: E402
+from manager import cgroup_hierarchies, cgroups_with, kill_pids, pids_naming, rmdir_cgroup  # noqa: E402
 from pull import (Berth, FreshFs, detach_loops_under, reap_stale, start_registry,  # noqa: E402
                   syncfs)
 
@@ -618,11 +618,18 @@ def cleanup(d, run_dir, tools, existed):
         log(f"  detached {len(loops)} loop devices left: {loops}")
     for t in tools:
         if isinstance(t, BerthTool):
+            # berth's cgroup parent for a root other than /var/lib/berth:
+            # /berth-<8 hex digits of the root path's sha256>; the build
+            # steps' cgroups are <namespace>-build-<daemon pid>-* in it.
+            parent = "berth-" + hashlib.sha256(t.b.root.encode()).hexdigest()[:8]
             for pid in t.daemon_pids:
                 prefix = f"{pull.NS}-build-{pid}-"
-                for cg in cgroups_with("berth", lambda n, p=prefix: n.startswith(p)):
+                for cg in cgroups_with(parent, lambda n, p=prefix: n.startswith(p)):
                     problems.append(f"cgroup left: {cg}")
                     rmdir_cgroup(cg)
+            for h in cgroup_hierarchies():
+                if os.path.isdir(os.path.join(h, parent)):
+                    rmdir_cgroup(os.path.join(h, parent))
     shutil.rmtree(run_dir, ignore_errors=True)
     for p, was in existed.items():
         if not was and os.path.exists(p):
