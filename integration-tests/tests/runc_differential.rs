@@ -845,3 +845,71 @@ fn a_missing_cwd_is_made_as_runc_makes_it() {
         );
     }
 }
+
+/// Class 5: `exec --cgroup [controller[,controller]:]path` puts the
+/// process in an existing sub-cgroup of the container's, for the named
+/// controllers or all; a missing one, an unknown controller or a path out
+/// of the container's cgroup is refused, as runc 1.1 does.
+#[test]
+fn exec_into_a_sub_cgroup_as_runc() {
+    let pair = Pair::new();
+    let (_d, b) = diff_bundle(&["sleep", "30"]);
+    let id = unique_id("subcg");
+    let mut seen = Vec::new();
+    for w in BOTH {
+        let rt = pair.get(w);
+        use_cgroup(&b, w, &id);
+        let _g = guard(rt, &id);
+        let r = rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]);
+        assert_eq!(r.code, 0, "{}: {r:?}", w.name());
+        let path = format!("{id}-{}", w.name());
+        let subs: Vec<std::path::PathBuf> = ["memory", "pids"]
+            .iter()
+            .map(|c| Path::new("/sys/fs/cgroup").join(c).join(&path).join("sub"))
+            .collect();
+        for s in &subs {
+            std::fs::create_dir(s).unwrap();
+        }
+        // What the process sees of its memory and pids cgroups, the
+        // container's own path written as <c>.
+        let show = |args: &[&str]| {
+            let mut all = vec!["exec"];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&[&id, "cat", "/proc/self/cgroup"]);
+            let r = rt.run(&all);
+            let lines: Vec<String> = r
+                .stdout
+                .lines()
+                .filter(|l| l.contains(":memory:") || l.contains(":pids:"))
+                .map(|l| l.split_once(':').map_or(l, |x| x.1).replace(&path, "<c>"))
+                .collect();
+            (r.code, lines)
+        };
+        let both = show(&["--cgroup", "memory,pids:sub"]);
+        let one = show(&["--cgroup", "pids:sub"]);
+        let refused: Vec<i32> = [
+            "memory:nope",
+            "nosuch:sub",
+            "memory:../x",
+            "sub", // cpu and the others have no "sub"
+        ]
+        .iter()
+        .map(|a| rt.run(["exec", "--cgroup", a, &id, "true"]).code)
+        .collect();
+        rt.run(["kill", &id, "KILL"]);
+        wait_stopped(rt, &id);
+        rt.run(["delete", "--force", &id]);
+        for s in &subs {
+            let _ = std::fs::remove_dir(s);
+        }
+        seen.push((both, one, refused));
+    }
+    let (runc, berth) = (&seen[0], &seen[1]);
+    assert_eq!(runc.0 .0, 0, "runc: {runc:?}");
+    assert!(
+        runc.0 .1.iter().all(|l| l.ends_with("/sub")),
+        "runc: {runc:?}"
+    );
+    assert!(runc.2.iter().all(|c| *c != 0), "runc: {runc:?}");
+    assert_eq!(berth, runc, "berth differs from runc");
+}

@@ -55,6 +55,10 @@ pub enum CgroupError {
     UnexpectedlyFrozen,
     #[error("cgroup setup: {0}")]
     Setup(String),
+    /// `exec --cgroup` named something that is not one of the container's
+    /// existing sub-cgroups.
+    #[error("--cgroup {arg}: {why}")]
+    SubCgroup { arg: String, why: String },
     #[error("cgroup {path}: {msg}")]
     Manager { path: PathBuf, msg: String },
     /// Reading the mount table to find the v1 hierarchies failed.
@@ -288,6 +292,135 @@ const V1_CONTROLLERS: [libcgroups::v1::ControllerType; 12] = {
         C::Freezer,
     ]
 };
+
+/// `exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH` (runc 1.1): a sub-cgroup
+/// of the container's to put the process in, for the named controllers or
+/// (without any) for all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubCgroup {
+    pub arg: String,
+    pub controllers: Vec<String>,
+    pub path: PathBuf,
+}
+
+impl SubCgroup {
+    pub fn parse(arg: &str) -> Result<Self, CgroupError> {
+        let bad = |why: &str| CgroupError::SubCgroup {
+            arg: arg.to_owned(),
+            why: why.to_owned(),
+        };
+        let (ctrls, path) = match arg.split_once(':') {
+            Some((c, p)) => (c.split(',').map(str::to_owned).collect::<Vec<_>>(), p),
+            None => (Vec::new(), arg),
+        };
+        if ctrls.iter().any(|c| c.is_empty()) {
+            return Err(bad("an empty controller name"));
+        }
+        let path = Path::new(path.trim_start_matches('/'));
+        if path.as_os_str().is_empty() {
+            return Err(bad("no sub-cgroup path"));
+        }
+        // Relative to the container's cgroup and never out of it.
+        if path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad("the path must stay inside the container's cgroup"));
+        }
+        Ok(SubCgroup {
+            arg: arg.to_owned(),
+            controllers: ctrls,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Parses every `--cgroup`; one entry per controller at most, and one
+    /// for all at most.
+    pub fn parse_all(args: &[String]) -> Result<Vec<Self>, CgroupError> {
+        let subs = args
+            .iter()
+            .map(|a| Self::parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut seen: Vec<&str> = Vec::new();
+        for s in &subs {
+            let names: Vec<&str> = if s.controllers.is_empty() {
+                vec![""]
+            } else {
+                s.controllers.iter().map(String::as_str).collect()
+            };
+            for n in names {
+                if seen.contains(&n) {
+                    return Err(CgroupError::SubCgroup {
+                        arg: s.arg.clone(),
+                        why: "a controller given twice".into(),
+                    });
+                }
+                seen.push(n);
+            }
+        }
+        Ok(subs)
+    }
+
+    /// The sub-cgroup for `controller`: its own entry, else the one for all.
+    pub fn for_controller<'a>(subs: &'a [Self], controller: &str) -> Option<&'a Self> {
+        subs.iter()
+            .find(|s| s.controllers.iter().any(|c| c == controller))
+            .or_else(|| subs.iter().find(|s| s.controllers.is_empty()))
+    }
+}
+
+/// [`prepare_self_join`] for `exec --cgroup`: the named controllers' dirs
+/// are the container's sub-cgroups, which must exist.
+pub fn prepare_self_join_in(
+    cfg: &CgroupConfig,
+    subs: &[SubCgroup],
+) -> Result<Option<Vec<PathBuf>>, CgroupError> {
+    let Some(dirs) = prepare_self_join(cfg)? else {
+        return Ok(None);
+    };
+    if subs.is_empty() {
+        return Ok(Some(dirs));
+    }
+    let mountinfo = read_mountinfo().map_err(|source| CgroupError::Mountinfo {
+        cgroup: cfg.path.clone(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        // Which controllers this directory's hierarchy carries.
+        let sub = V1_CONTROLLERS.iter().find_map(|c| {
+            let mnt = v1_mount_point(&mountinfo, *c)?;
+            if !dir.starts_with(&mnt) {
+                return None;
+            }
+            SubCgroup::for_controller(subs, c.as_ref())
+        });
+        match sub {
+            Some(s) => {
+                let d = dir.join(&s.path);
+                if !d.is_dir() {
+                    return Err(CgroupError::SubCgroup {
+                        arg: s.arg.clone(),
+                        why: format!("{} does not exist", d.display()),
+                    });
+                }
+                out.push(d);
+            }
+            None => out.push(dir),
+        }
+    }
+    for s in subs {
+        for c in &s.controllers {
+            if !V1_CONTROLLERS.iter().any(|k| k.as_ref() == c.as_str()) {
+                return Err(CgroupError::SubCgroup {
+                    arg: s.arg.clone(),
+                    why: format!("unknown controller {c:?}"),
+                });
+            }
+        }
+    }
+    Ok(Some(out))
+}
 
 /// On cgroup v1 with the cgroupfs driver, the container's process moves
 /// itself into its cgroup, as one thread through each hierarchy's `tasks`
@@ -605,6 +738,27 @@ mod tests {
 36 30 0:32 / /srv/memory rw - tmpfs tmpfs rw
 37 30 0:33 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
 ";
+
+    #[test]
+    fn sub_cgroups_parse_as_runc_reads_them() {
+        let s = SubCgroup::parse("memory,pids:a/b").unwrap();
+        assert_eq!(s.controllers, ["memory", "pids"]);
+        assert_eq!(s.path, Path::new("a/b"));
+        assert!(SubCgroup::parse("x").unwrap().controllers.is_empty());
+        for bad in ["memory:../x", "memory:", ":x", "a/../../b", "memory,:x"] {
+            assert!(SubCgroup::parse(bad).is_err(), "{bad}");
+        }
+        let all = SubCgroup::parse_all(&["pids:p".into(), "q".into()]).unwrap();
+        assert_eq!(
+            SubCgroup::for_controller(&all, "pids").unwrap().path,
+            Path::new("p")
+        );
+        assert_eq!(
+            SubCgroup::for_controller(&all, "memory").unwrap().path,
+            Path::new("q")
+        );
+        assert!(SubCgroup::parse_all(&["pids:p".into(), "pids:q".into()]).is_err());
+    }
 
     #[test]
     fn mount_points_follow_libcgroups_rule() {

@@ -56,6 +56,10 @@ pub struct ExecArgs {
     /// Allow exec in a paused container.
     #[arg(long)]
     pub ignore_paused: bool,
+    /// Run the process in an (existing) sub-cgroup of the container's.
+    /// Format is [<controller>[,<controller>]:]<cgroup>.
+    #[arg(long, value_name = "value")]
+    pub cgroup: Vec<String>,
     /// Container id.
     pub id: String,
     /// Command and arguments.
@@ -224,7 +228,38 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
     let (parent, child) = Channel::pair()?;
     let parent_end = parent.raw();
-    let self_join = crate::cgroups::prepare_self_join(&c.cgroup)?;
+    let subs = crate::cgroups::SubCgroup::parse_all(&a.cgroup)?;
+    let self_join = crate::cgroups::prepare_self_join_in(&c.cgroup, &subs)?;
+    // Where the runtime moves the process itself (v2, systemd): the one
+    // sub-cgroup, which must exist and name no controller.
+    let joined = match (&self_join, subs.as_slice()) {
+        (Some(_), _) | (None, []) => c.cgroup.clone(),
+        (None, [s]) if s.controllers.is_empty() && !c.cgroup.systemd => {
+            let path = c.cgroup.path.join(&s.path);
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(path.strip_prefix("/").unwrap_or(&path));
+            if !dir.is_dir() {
+                return Err(crate::cgroups::CgroupError::SubCgroup {
+                    arg: s.arg.clone(),
+                    why: format!("{} does not exist", dir.display()),
+                }
+                .into());
+            }
+            crate::cgroups::CgroupConfig {
+                path,
+                ..c.cgroup.clone()
+            }
+        }
+        (None, [s, ..]) => {
+            return Err(crate::cgroups::CgroupError::SubCgroup {
+                arg: s.arg.clone(),
+                why: "on cgroup v2 and with the systemd driver, one sub-cgroup path \
+                      without controllers"
+                    .into(),
+            }
+            .into())
+        }
+    };
     let launched = launch(Launch {
         init: InitArgs {
             mode: InitMode::Exec,
@@ -250,7 +285,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
             bind_sources: &crate::rootfs::BindSources::default(),
         },
         parent,
-        cgroup: CgroupAction::Join(&c.cgroup),
+        cgroup: CgroupAction::Join(&joined),
         uid_mappings: &[],
         gid_mappings: &[],
         hooks: None,
