@@ -1109,6 +1109,7 @@ fn version_and_help() {
                 "-c, --cap",
                 "--preserve-fds",
                 "--ignore-paused",
+                "--cgroup",
             ],
         ),
         ("pause", "<ID>", &[]),
