@@ -1,13 +1,18 @@
-//! The reaper and pid reuse, in a process of its own (the reaper waits for
-//! any child, which would take other tests' children).
+//! The reaper and pid reuse, in a process of its own: the reaper waits for
+//! any child, so it would take other tests' children. For the same reason
+//! the cases run one after another in one test with one reaper: two
+//! reapers in one process (two tests run in parallel) take each other's
+//! children, and the one that lost its child would wait for it forever.
 
 use std::time::{Duration, SystemTime};
 
 use berth_shim::reaper::{Exit, Reaper};
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_kept_exit_of_an_earlier_process_is_not_handed_to_a_new_one() {
+async fn exits_go_to_their_own_process_only() {
     let r = Reaper::start().unwrap();
+
+    // A kept exit of an earlier process is not handed to a new one.
     let child = std::process::Command::new("sh")
         .args(["-c", "sleep 0.2; exit 7"])
         .spawn()
@@ -27,11 +32,8 @@ async fn a_kept_exit_of_an_earlier_process_is_not_handed_to_a_new_one() {
         .await
         .expect("the child's exit");
     assert_eq!(exit.status, 7, "the earlier process's exit was handed out");
-}
 
-#[tokio::test(flavor = "current_thread")]
-async fn an_exit_before_the_wait_is_still_handed_out() {
-    let r = Reaper::start().unwrap();
+    // An exit before the wait is still handed out.
     let child = std::process::Command::new("sh")
         .args(["-c", "exit 5"])
         .spawn()
@@ -45,5 +47,8 @@ async fn an_exit_before_the_wait_is_still_handed_out() {
         r.reap_all();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(r.wait(pid).await.status, 5);
+    let exit = tokio::time::timeout(Duration::from_secs(10), r.wait(pid))
+        .await
+        .expect("the kept exit");
+    assert_eq!(exit.status, 5);
 }
