@@ -229,7 +229,8 @@ pub(super) struct Sources {
     /// From a stage or image (their owners are kept), not the context.
     pub from_image: bool,
     pub sources: Vec<Source>,
-    _mounted: Option<(StepContainerHold, Mounted)>,
+    /// Unmounted before the container goes (a tuple drops in order).
+    _mounted: Option<(Mounted, StepContainerHold)>,
 }
 
 /// The container whose snapshot a `--from` tree is read from.
@@ -288,7 +289,7 @@ impl Sources {
             tree,
             sources,
             from_image: true,
-            _mounted: Some((hold, mnt)),
+            _mounted: Some((mnt, hold)),
         })
     }
 
