@@ -291,6 +291,24 @@ pub fn terminate(child: &mut Child) -> bool {
 }
 
 impl Daemon {
+    /// A daemon that trusts `reg`'s CA: its certificate in a certs
+    /// directory (docker's certs.d layout) named by the daemon's config
+    /// file, both in the returned directory, which must outlive it.
+    pub fn trusting(reg: &crate::registry::Registry) -> (Daemon, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let certs = tmp.path().join("certs.d");
+        std::fs::create_dir_all(certs.join(reg.host())).expect("certs dir");
+        std::fs::copy(reg.ca_cert(), certs.join(reg.host()).join("ca.crt")).expect("ca.crt");
+        let cfg = tmp.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!("[registry]\ncerts_dir = \"{}\"\n", certs.display()),
+        )
+        .expect("config.toml");
+        let d = Daemon::start_with(&["--config", cfg.to_str().unwrap_or_default()]);
+        (d, tmp)
+    }
+
     /// The cgroup parent this daemon gives containers by default: berth's
     /// rule (`Config::cgroup_parent`) for a root that is not the default,
     /// `/berth-` and 8 hex digits of the root path's sha256.

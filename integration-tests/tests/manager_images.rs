@@ -520,17 +520,7 @@ fn tls_basic_auth_and_docker_credentials() {
     drop(d);
 
     // With the CA in the certs directory, as docker's certs.d.
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs.d");
-    std::fs::create_dir_all(certs.join(reg.host())).unwrap();
-    std::fs::copy(reg.ca_cert(), certs.join(reg.host()).join("ca.crt")).unwrap();
-    let cfg = tmp.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!("[registry]\ncerts_dir = \"{}\"\n", certs.display()),
-    )
-    .unwrap();
-    let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]);
+    let (d, _certs) = Daemon::trusting(&reg);
     let err = d.fails(&["pull", &r]);
     assert!(
         err.to_lowercase().contains("not authorized") || err.contains("401"),

@@ -634,17 +634,7 @@ fn push_over_tls_with_basic_auth_after_a_login() {
     })
     .unwrap();
     // The registry's CA in the certs directory, as docker's certs.d.
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs.d");
-    std::fs::create_dir_all(certs.join(dst.host())).unwrap();
-    std::fs::copy(dst.ca_cert(), certs.join(dst.host()).join("ca.crt")).unwrap();
-    let cfg = tmp.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!("[registry]\ncerts_dir = \"{}\"\n", certs.display()),
-    )
-    .unwrap();
-    let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]);
+    let (d, _certs) = Daemon::trusting(&dst);
     let from = format!("{}/test/multilayer:latest", src.reg.host());
     d.ok(&["pull", &from]);
     let to = format!("{}/private/multilayer:1", dst.host());
