@@ -9,12 +9,11 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::BuildError;
-use crate::commit::family;
+use crate::commit::{family, store_image_docs};
 use crate::content::Digest;
 use crate::image::{self, media, Desc, ImageRecord, Platform};
 use crate::lease::{self, Resource};
 use crate::metadata::{key, Table};
-use crate::pull;
 use crate::snapshot::Driver;
 use crate::{namespace, Manager};
 
@@ -169,28 +168,12 @@ pub async fn record(
     labels: BTreeMap<String, String>,
 ) -> Result<ImageRecord, BuildError> {
     let fam = family(&state.manifest_type);
-    let config_bytes = serde_json::to_vec(&state.config)
-        .map_err(|e| BuildError::Internal(format!("image config: {e}")))?;
-    let config_desc = Desc {
-        media_type: fam.config.into(),
-        digest: Digest::of(&config_bytes).to_string(),
-        size: config_bytes.len() as u64,
-        annotations: Default::default(),
-    };
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": fam.manifest,
-        "config": config_desc,
-        "layers": state.layers,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| BuildError::Internal(format!("manifest: {e}")))?;
-    let manifest_desc = Desc {
-        media_type: fam.manifest.into(),
-        digest: Digest::of(&manifest_bytes).to_string(),
-        size: manifest_bytes.len() as u64,
-        annotations: Default::default(),
-    };
+    let layers = state
+        .layers
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BuildError::Internal(format!("layer descriptors: {e}")))?;
     let lease_id = format!(
         "build-{}-{}",
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
@@ -202,14 +185,7 @@ pub async fn record(
         lease::create(&m.meta, ns, &lease_id, 3600, &m.instance)?;
     }
     let r = async {
-        for (d, bytes) in [
-            (&config_desc, &config_bytes),
-            (&manifest_desc, &manifest_bytes),
-        ] {
-            let _g = m.gc_lock.read().await;
-            pull::hold_content(m, ns, &lease_id, d)?;
-            m.content.put(&Digest::parse(&d.digest)?, bytes)?;
-        }
+        let manifest_desc = store_image_docs(m, ns, &lease_id, &fam, &state.config, layers).await?;
         let driver = Driver::parse(&m.config.snapshotter)?;
         let top = image::chain_ids(&state.diff_ids).last().cloned();
         let _g = m.gc_lock.read().await;
@@ -219,13 +195,13 @@ pub async fn record(
             }
             put_record(tx, ns, name, &manifest_desc, labels)
         })?;
-        Ok::<_, BuildError>(rec)
+        Ok::<_, BuildError>((rec, manifest_desc))
     }
     .await;
     if let Err(e) = lease::delete(&m.meta, ns, &lease_id) {
         tracing::warn!(lease = %lease_id, error = %e, "removing build lease");
     }
-    let rec = r?;
+    let (rec, manifest_desc) = r?;
     state.image = Some(rec.name.clone());
     state.manifest = Some(manifest_desc);
     m.events.image_created(ns, &rec.name);

@@ -332,14 +332,6 @@ async fn under_lease(
         })?;
     let now = timestamp(opts.epoch);
     new_config(&mut config, &layer.diff_id, &now, opts, rec, edits);
-    let config_bytes =
-        serde_json::to_vec(&config).map_err(|e| CommitError::Internal(e.to_string()))?;
-    let config_desc = Desc {
-        media_type: fam.config.into(),
-        digest: Digest::of(&config_bytes).to_string(),
-        size: config_bytes.len() as u64,
-        annotations: Default::default(),
-    };
     let mbytes = m
         .content
         .read_blob(&Digest::parse(&base.manifest.digest)?)?;
@@ -356,28 +348,7 @@ async fn under_lease(
         .unwrap_or_default();
     layers
         .push(serde_json::to_value(&layer_desc).map_err(|e| CommitError::Internal(e.to_string()))?);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": fam.manifest,
-        "config": config_desc,
-        "layers": layers,
-    });
-    let manifest_bytes =
-        serde_json::to_vec(&manifest).map_err(|e| CommitError::Internal(e.to_string()))?;
-    let manifest_desc = Desc {
-        media_type: fam.manifest.into(),
-        digest: Digest::of(&manifest_bytes).to_string(),
-        size: manifest_bytes.len() as u64,
-        annotations: Default::default(),
-    };
-    for (d, bytes) in [
-        (&config_desc, &config_bytes),
-        (&manifest_desc, &manifest_bytes),
-    ] {
-        let _g = m.gc_lock.read().await;
-        pull::hold_content(m, ns, lease_id, d)?;
-        m.content.put(&Digest::parse(&d.digest)?, bytes)?;
-    }
+    let manifest_desc = store_image_docs(m, ns, lease_id, &fam, &config, layers).await?;
 
     // Unpacked as a pull unpacks, so the image runs at once.
     let mut diff_ids = base.diff_ids.clone();
@@ -441,6 +412,48 @@ async fn under_lease(
         diff_id: layer.diff_id,
         entries: layer.entries,
     })
+}
+
+/// Stores image config `config` and a manifest of family `fam` over
+/// `layers` (as the manifest lists them), both held by lease `lease_id`;
+/// the manifest's descriptor. Commits and builds make images this way.
+pub(crate) async fn store_image_docs(
+    m: &Manager,
+    ns: &str,
+    lease_id: &str,
+    fam: &Family,
+    config: &Value,
+    layers: Vec<Value>,
+) -> Result<Desc, CommitError> {
+    let json = |v: &Value| serde_json::to_vec(v).map_err(|e| CommitError::Internal(e.to_string()));
+    let config_bytes = json(config)?;
+    let config_desc = Desc {
+        media_type: fam.config.into(),
+        digest: Digest::of(&config_bytes).to_string(),
+        size: config_bytes.len() as u64,
+        annotations: Default::default(),
+    };
+    let manifest_bytes = json(&json!({
+        "schemaVersion": 2,
+        "mediaType": fam.manifest,
+        "config": config_desc,
+        "layers": layers,
+    }))?;
+    let manifest_desc = Desc {
+        media_type: fam.manifest.into(),
+        digest: Digest::of(&manifest_bytes).to_string(),
+        size: manifest_bytes.len() as u64,
+        annotations: Default::default(),
+    };
+    for (d, bytes) in [
+        (&config_desc, &config_bytes),
+        (&manifest_desc, &manifest_bytes),
+    ] {
+        let _g = m.gc_lock.read().await;
+        pull::hold_content(m, ns, lease_id, d)?;
+        m.content.put(&Digest::parse(&d.digest)?, bytes)?;
+    }
+    Ok(manifest_desc)
 }
 
 /// RFC 3339 time of `epoch` seconds, or of now.
