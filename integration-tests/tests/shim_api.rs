@@ -127,6 +127,69 @@ async fn info_names_the_shim_and_the_containers_it_holds() {
     assert!(info.container_ids.is_empty(), "{info:?}");
 }
 
+/// A manager's exit follower and its stop path may both delete a task at
+/// once: one delete runs the runtime's, the other finds the container gone,
+/// and one TaskDelete is announced (two runtime deletes at once raced for
+/// the cgroup directories and took 100-300 ms).
+#[tokio::test(flavor = "current_thread")]
+async fn two_deletes_at_once_delete_once() {
+    let shims = Shims::new();
+    let id = unique("twice");
+    let b = shims.bundle(&id, &["true"]);
+    let addr = shims.start(&id, &b.dir);
+    let mut c = client(&addr).await;
+    let mut events = c
+        .events(EventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    start(
+        &mut c,
+        create_req(&id, &b.dir, &shims.dir.path().join("twice.log")),
+    )
+    .await;
+    c.wait(WaitRequest {
+        id: id.clone(),
+        exec_id: String::new(),
+    })
+    .await
+    .unwrap();
+    let del = || {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            c.delete(DeleteRequest {
+                id,
+                exec_id: String::new(),
+            })
+            .await
+        }
+    };
+    let (a, b2) = tokio::join!(del(), del());
+    let codes: Vec<_> = [&a, &b2]
+        .iter()
+        .map(|r| r.as_ref().map(|_| ()).map_err(|s| s.code()))
+        .collect();
+    assert!(
+        codes.contains(&Ok(())) && codes.contains(&Err(Code::NotFound)),
+        "{a:?} {b2:?}"
+    );
+    let mut deletes = 0;
+    let deadline = tokio::time::sleep(Duration::from_millis(500));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            e = events.next() => match e {
+                Some(Ok(e)) if e.topic == "/tasks/delete" => deletes += 1,
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+            () = &mut deadline => break,
+        }
+    }
+    assert_eq!(deletes, 1, "TaskDelete events");
+}
+
 /// A bundle whose init counts in /tmp/n of its (writable) rootfs.
 fn ticking(shims: &Shims, id: &str) -> Bundle {
     let b = shims.bundle(

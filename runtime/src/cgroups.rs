@@ -667,23 +667,63 @@ pub fn stats(cfg: &CgroupConfig) -> Result<libcgroups::stats::Stats, CgroupError
 
 /// Removes the cgroup (killing anything left in it). Processes killed a
 /// moment ago can keep a cgroup busy for a while after SIGKILL (the kernel
-/// tears them down asynchronously), so removal is retried a few times,
-/// as runc does, rather than leaving the directory behind (each attempt
-/// itself retries briefly).
+/// tears them down asynchronously), so removal is retried with a growing
+/// pause (10 ms doubling, about 300 ms in all), as runc retries, rather than
+/// leaving the directory behind (each attempt itself retries briefly). A
+/// cgroup someone else removed meanwhile (a second `delete` of the same
+/// container) is removed: libcgroups reads `cgroup.procs` of a directory
+/// that can vanish under it.
 pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
     let m = manager(cfg)?;
     let mut last = None;
-    for _ in 0..5 {
+    let mut pause = std::time::Duration::from_millis(10);
+    for _ in 0..6 {
         match m.remove() {
             Ok(()) => return Ok(()),
+            Err(_) if !still_there(cfg) => return Ok(()),
             Err(e) => last = Some(e),
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(pause);
+        pause *= 2;
     }
     match last {
         Some(e) => Err(err(cfg, e)),
         None => Ok(()),
     }
+}
+
+/// Whether a cgroupfs cgroup still has a directory in some hierarchy
+/// (always "yes" for systemd's, which are not directories we remove).
+fn still_there(cfg: &CgroupConfig) -> bool {
+    if cfg.systemd {
+        return true;
+    }
+    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
+    if rel.as_os_str().is_empty() {
+        return true;
+    }
+    use libcgroups::v1::ControllerType as C;
+    [
+        C::Cpu,
+        C::CpuAcct,
+        C::CpuSet,
+        C::Devices,
+        C::HugeTlb,
+        C::Memory,
+        C::Pids,
+        C::PerfEvent,
+        C::Blkio,
+        C::NetworkPriority,
+        C::NetworkClassifier,
+        C::Freezer,
+    ]
+    .into_iter()
+    .filter_map(v1_mount)
+    .chain([
+        PathBuf::from("/sys/fs/cgroup"),
+        PathBuf::from("/sys/fs/cgroup/unified"),
+    ])
+    .any(|m| m.join(rel).is_dir())
 }
 
 /// Before a new container goes into `cfg`, which may exist already: a
@@ -727,6 +767,20 @@ pub fn join(cfg: &CgroupConfig, pid: i32) -> Result<(), CgroupError> {
 mod tests {
     use super::*;
     use libcgroups::v1::ControllerType as C;
+
+    #[test]
+    fn a_cgroup_removed_by_someone_else_is_not_still_there() {
+        let cfg = |p: &str, systemd| CgroupConfig {
+            path: PathBuf::from(p),
+            systemd,
+            name: String::new(),
+        };
+        let gone = format!("/berth-test-never-made-{}", std::process::id());
+        assert!(!still_there(&cfg(&gone, false)));
+        // Whatever cannot be told is taken as there, so removal goes on.
+        assert!(still_there(&cfg(&gone, true)));
+        assert!(still_there(&cfg("/", false)));
+    }
 
     const MOUNTINFO: &str = "\
 22 1 254:0 / / rw,relatime - ext4 /dev/vda rw

@@ -73,6 +73,7 @@ impl Shim {
             log,
             mounted: !rootfs.is_empty(),
             oom: Mutex::new(None),
+            deleting: tokio::sync::Mutex::new(()),
         });
         let _gate = init.gate.lock().await;
         let result = self.create_inner(&c, &bundle, terminal, stdin, start).await;
@@ -204,6 +205,15 @@ impl Shim {
                 )))
             }
             _ => {}
+        }
+        let _deleting = c.deleting.lock().await;
+        // A delete that held the lock while this one waited is done: the
+        // container is gone, as for any later delete.
+        if !lock(&self.containers)
+            .get(id)
+            .is_some_and(|x| Arc::ptr_eq(x, &c))
+        {
+            return Err(TaskError::NotFound(id.to_owned()));
         }
         self.runtime
             .run(&["delete", "--force", id], Stdio3::null())

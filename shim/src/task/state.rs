@@ -105,6 +105,10 @@ pub struct Container {
     /// Whether the shim mounted the rootfs (and so unmounts it on delete).
     pub(super) mounted: bool,
     pub(super) oom: Mutex<Option<Arc<OomWatch>>>,
+    /// Held by a delete of the container: a manager's exit follower and
+    /// its stop path may both ask, and two `runtime delete`s at once race
+    /// for the same cgroup directories.
+    pub(super) deleting: tokio::sync::Mutex<()>,
 }
 
 impl Container {
