@@ -69,6 +69,12 @@ that still name the network bcribench (there should be none: CNI DEL
 removes them), the bridge, the cgroups /sys/fs/cgroup/*/berth-cri-bench-TOKEN
 and the run dir; then checks that nothing of the run is left and says so.
 A run killed with SIGKILL is cleaned up by the next one (same work dir).
+
+For profiling, three environment variables: BENCH_BERTH_LOG sets berth's
+log filter (default `warn`; `warn,berth_cri=debug,berth_core::task=debug`
+logs each pod's phase timings), BENCH_KEEP_LOG=FILE keeps berth's log
+after the run, BENCH_SMAPS_DUMP=PREFIX saves berth's /proc/PID/smaps idle
+(PREFIX.idle) and with the pods up (PREFIX.pods).
 """
 import argparse
 import glob
@@ -273,7 +279,7 @@ class Berth:
         self.api_sock = f"{self.state}/berth.sock"
         self.sock = f"{self.state}/cri.sock"
         self.runtime_root = f"{self.state}/runtime/{CRI_NS}"
-        env = dict(os.environ, BERTH_LOG="warn")
+        env = dict(os.environ, BERTH_LOG=os.environ.get("BENCH_BERTH_LOG", "warn"))
         env.pop("BERTH_ADDRESS", None)
         env.pop("BERTH_NAMESPACE", None)
         self.env = env
@@ -462,6 +468,8 @@ class Run:
 
     def cleanup(self):
         log("cleanup:")
+        if os.environ.get("BENCH_KEEP_LOG"):
+            shutil.copy(f"{self.dir}/berth.log", os.environ["BENCH_KEEP_LOG"])
         # A fresh client each: a session cut short by Ctrl-C may still owe
         # an answer.
         for s in self.sessions.values():
@@ -679,6 +687,8 @@ def bench(a, r, bin_dir):
         log(f"{t.name}: PullImage {image} in {v['ms']:.0f} ms -> {v['image_ref']}")
     time.sleep(1)
     idle = {t.name: smaps(t.pid) for t in tools}
+    if os.environ.get("BENCH_SMAPS_DUMP"):
+        shutil.copy(f"/proc/{r.berth.pid}/smaps", os.environ["BENCH_SMAPS_DUMP"] + ".idle")
     warm = {}
     for t in tools:
         v = r.sessions[t.name].call("cycle warm")
@@ -731,6 +741,8 @@ def bench(a, r, bin_dir):
     for t in tools:
         shims = t.shims()
         mem[t.name] = {"daemon": smaps(t.pid), "shims": mem_sum(shims)}
+    if os.environ.get("BENCH_SMAPS_DUMP"):
+        shutil.copy(f"/proc/{r.berth.pid}/smaps", os.environ["BENCH_SMAPS_DUMP"] + ".pods")
     removal = {}
     for t in tools:
         v = r.sessions[t.name].call("down")

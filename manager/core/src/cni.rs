@@ -244,12 +244,27 @@ pub fn load(dir: &Path) -> Result<Option<Attachment>, NetworkError> {
 /// and runs ADD for every plugin, recording the attachment in `dir` first
 /// and its result after. On failure, what was made is undone and the
 /// plugin's own message is in the error.
-pub fn setup(dir: &Path, mut a: Attachment) -> Result<Attachment, NetworkError> {
-    save(dir, &a)?;
+pub fn setup(dir: &Path, a: Attachment) -> Result<Attachment, NetworkError> {
+    prepare(dir, &a)?;
+    attach(dir, a)
+}
+
+/// The first half of [`setup`]: records the attachment in `dir` and
+/// creates its namespace, so a process can join the namespace while
+/// [`attach`] runs the plugins. On failure nothing is left.
+pub fn prepare(dir: &Path, a: &Attachment) -> Result<(), NetworkError> {
+    save(dir, a)?;
     if let Err(e) = new_netns(&a.netns) {
         let _ = std::fs::remove_file(record_path(dir));
         return Err(e);
     }
+    Ok(())
+}
+
+/// The second half of [`setup`], after [`prepare`]: runs ADD for every
+/// plugin and records the result. On failure the namespace and the
+/// record are removed.
+pub fn attach(dir: &Path, mut a: Attachment) -> Result<Attachment, NetworkError> {
     match add(&a) {
         Ok(result) => {
             a.result = Some(result);

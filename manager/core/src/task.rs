@@ -189,6 +189,7 @@ pub async fn create_in(
     start: bool,
     host: Option<&str>,
 ) -> Result<Info, TaskError> {
+    let t0 = std::time::Instant::now();
     let host_handle = match host {
         Some(h) => Some(m.tasks.get(ns, h)?),
         None => None,
@@ -235,6 +236,7 @@ pub async fn create_in(
         return Err(e);
     }
 
+    let t_config = t0.elapsed();
     let mut client = match &host_handle {
         Some(hh) => match join_shim(hh, &bundle) {
             Ok(()) => hh.client.clone(),
@@ -262,6 +264,7 @@ pub async fn create_in(
         log_path: log_path.clone(),
         start,
     };
+    let t_shim = t0.elapsed();
     if let Err(e) = client.create(req).await {
         if host.is_none() {
             let _ = client.shutdown(shim::ShutdownRequest { now: true }).await;
@@ -275,6 +278,13 @@ pub async fn create_in(
         log_path: log_path.clone(),
         host: host.map(str::to_owned),
     };
+    tracing::debug!(
+        task = id,
+        config_ms = t_config.as_secs_f64() * 1e3,
+        shim_ms = (t_shim - t_config).as_secs_f64() * 1e3,
+        create_ms = (t0.elapsed() - t_shim).as_secs_f64() * 1e3,
+        "task created"
+    );
     m.tasks.insert(ns, id, handle.clone());
     spawn_forwarder(m.clone(), ns.to_owned(), id.to_owned(), handle);
     let st = client

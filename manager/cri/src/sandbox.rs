@@ -254,6 +254,45 @@ pub fn delete_req(id: &str) -> berth_proto::shim::v1::DeleteRequest {
     }
 }
 
+/// Waits for the pod's network plugins (when they run) and records the
+/// pod's addresses.
+async fn finish_network(
+    cri: &Cri,
+    id: &str,
+    network: Option<tokio::task::JoinHandle<Result<cni::Attachment, cni::NetworkError>>>,
+) -> Result<(), CriError> {
+    let Some(n) = network else {
+        return Ok(());
+    };
+    let a = n
+        .await
+        .map_err(|e| CriError::Internal(e.to_string()))?
+        .map_err(CriError::core("setting up the pod network"))?;
+    let ips = a.result.as_ref().map(cni::ips).unwrap_or_default();
+    let (ip, more) = (
+        ips.first().cloned().unwrap_or_default(),
+        ips.into_iter().skip(1).collect::<Vec<_>>(),
+    );
+    store::update::<SandboxMeta>(&cri.m, id, |m| {
+        m.ip = ip;
+        m.additional_ips = more;
+    })
+}
+
+/// Whether a pod sysctl names a network interface (`net.ipv4.conf.eth0.*`,
+/// `net.ipv6.neigh.eth0.*`): such a key exists only once the plugins have
+/// made the interface. `all`, `default` and `lo` exist in every namespace.
+fn needs_interfaces(c: &cri::PodSandboxConfig) -> bool {
+    let Some(l) = c.linux.as_ref() else {
+        return false;
+    };
+    l.sysctls.keys().any(|k| {
+        let parts: Vec<&str> = k.split(['.', '/']).collect();
+        matches!(parts.as_slice(), ["net", _, "conf" | "neigh", dev, ..]
+            if !matches!(*dev, "all" | "default" | "lo"))
+    })
+}
+
 pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<String, CriError> {
     let c = req
         .config
@@ -270,6 +309,7 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
     let runtime = runtime_for(cri, &req.runtime_handler)?;
     let cgroup_parent = cgroup_parent(&c)?;
     let seccomp = security::pod_seccomp(&c)?;
+    let t0 = std::time::Instant::now();
     let _guard = cri.pods_lock.lock().await;
     for (_, other) in store::all::<SandboxMeta>(&cri.m, KIND)? {
         if other.config.metadata.as_ref() == Some(&md) {
@@ -291,6 +331,7 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
     let (net_mode, pid_mode, ipc_mode) = namespace_modes(&c);
     let mut undo = Undo::default();
     let mut network = None;
+    let mut netns_made = None;
     let r = async {
         let mut meta = SandboxMeta {
             config: c.clone(),
@@ -336,9 +377,17 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
             pod.join
                 .push(("network".into(), a.netns.display().to_string()));
             meta.net_dir = Some(dir.clone());
-            // The plugins run while the infra container is made: neither
-            // needs the other until the infra's task starts.
-            network = Some(tokio::task::spawn_blocking(move || cni::setup(&dir, a)));
+            // The plugins run while the infra container is made and
+            // started: the infra needs only the namespace, which
+            // `prepare` makes first and reports at once.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            netns_made = Some(rx);
+            network = Some(tokio::task::spawn_blocking(move || {
+                let made = cni::prepare(&dir, &a);
+                let _ = tx.send(made.is_ok());
+                made?;
+                cni::attach(&dir, a)
+            }));
         }
         let privileged = c
             .linux
@@ -379,20 +428,16 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
             "creating the pod's infra container from {image}"
         )))?;
         undo.record = Some(id.clone());
-        if let Some(n) = network.take() {
-            let a = n
-                .await
-                .map_err(|e| CriError::Internal(e.to_string()))?
-                .map_err(CriError::core("setting up the pod network"))?;
-            let ips = a.result.as_ref().map(cni::ips).unwrap_or_default();
-            let (ip, more) = (
-                ips.first().cloned().unwrap_or_default(),
-                ips.into_iter().skip(1).collect::<Vec<_>>(),
-            );
-            store::update::<SandboxMeta>(&cri.m, &id, |m| {
-                m.ip = ip;
-                m.additional_ips = more;
-            })?;
+        let t_create = t0.elapsed();
+        // A sysctl naming an interface needs it made before the infra
+        // applies it; otherwise the infra starts beside the plugins.
+        if needs_interfaces(&c) {
+            finish_network(cri, &id, network.take()).await?;
+        } else if let Some(made) = netns_made.take() {
+            if made.await != Ok(true) {
+                // The namespace failed: the join has the reason.
+                finish_network(cri, &id, network.take()).await?;
+            }
         }
         let etc = container::dir(&cri.m, NAMESPACE, &id);
         let resolv = etc.join("resolv.conf");
@@ -402,6 +447,15 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
         task::create(&cri.m, NAMESPACE, &id, "", true)
             .await
             .map_err(CriError::core("starting the pod's infra process"))?;
+        let t_task = t0.elapsed();
+        finish_network(cri, &id, network.take()).await?;
+        tracing::debug!(
+            pod = %id,
+            create_ms = t_create.as_secs_f64() * 1e3,
+            task_ms = (t_task - t_create).as_secs_f64() * 1e3,
+            network_wait_ms = (t0.elapsed() - t_task).as_secs_f64() * 1e3,
+            "pod sandbox running"
+        );
         Ok::<(), CriError>(())
     }
     .await;
@@ -448,45 +502,56 @@ pub fn members(cri: &Cri, id: &str) -> Result<Vec<String>, CriError> {
 }
 
 /// Stops every container of the pod (at once, as containerd does), then
-/// its infra, then tears its network down. Stopping a stopped pod is
-/// fine; a failed network teardown is an error and is retried next time.
+/// its infra; the network is torn down meanwhile. Stopping a stopped pod
+/// is fine; a failed network teardown is an error and is retried next
+/// time.
 pub async fn stop(cri: &Arc<Cri>, id: &str) -> Result<(), CriError> {
     let (rec, meta) = store::find::<SandboxMeta>(&cri.m, KIND, id)?;
     let id = rec.id;
+    let t0 = std::time::Instant::now();
     // The containers first (all at once), their tasks too: the infra's
     // task holds the pod's shim and goes last.
-    let members = members(cri, &id)?;
-    let stops = members.iter().map(|c| async move {
-        crate::containers::stop(cri, c, 0).await?;
-        crate::containers::delete_task(cri, c).await
-    });
-    for r in futures_util::future::join_all(stops).await {
-        r?;
-    }
-    // The infra and the network together: the namespace outlives the
-    // infra (a bind mount holds it), so DEL needs nothing from it.
-    let infra = async {
-        if !cri.m.tasks.exists(NAMESPACE, &id) {
-            return Ok(());
+    let processes = async {
+        let members = members(cri, &id)?;
+        let stops = members.iter().map(|c| async move {
+            crate::containers::stop(cri, c, 0).await?;
+            crate::containers::delete_task(cri, c).await
+        });
+        for r in futures_util::future::join_all(stops).await {
+            r?;
         }
-        let _ = task::stop(&cri.m, NAMESPACE, &id, Duration::ZERO, libc::SIGKILL as u32).await;
-        match task::delete(&cri.m, NAMESPACE, delete_req(&id)).await {
-            Ok(_) | Err(task::TaskError::NotFound(_)) => Ok(()),
-            Err(e) => Err(CriError::core("removing the pod's infra task")(e)),
+        let t_members = t0.elapsed();
+        if cri.m.tasks.exists(NAMESPACE, &id) {
+            let _ = task::stop(&cri.m, NAMESPACE, &id, Duration::ZERO, libc::SIGKILL as u32).await;
+            match task::delete(&cri.m, NAMESPACE, delete_req(&id)).await {
+                Ok(_) | Err(task::TaskError::NotFound(_)) => {}
+                Err(e) => return Err(CriError::core("removing the pod's infra task")(e)),
+            }
         }
+        Ok((t_members, t0.elapsed()))
     };
+    // The network beside them: the namespace outlives every process in it
+    // (a bind mount holds it), so DEL needs nothing from them, and the
+    // containers are being killed (timeout 0) whatever their network does.
     let network = async {
         let Some(dir) = meta.net_dir.clone() else {
-            return Ok(());
+            return Ok(t0.elapsed());
         };
         tokio::task::spawn_blocking(move || cni::teardown(&dir))
             .await
             .map_err(|e| CriError::Internal(e.to_string()))?
-            .map_err(CriError::core("tearing down the pod network"))
+            .map_err(CriError::core("tearing down the pod network"))?;
+        Ok(t0.elapsed())
     };
-    let (a, b) = tokio::join!(infra, network);
-    a?;
-    b?;
+    let (p, n) = tokio::join!(processes, network);
+    let ((t_members, t_infra), t_net) = (p?, n?);
+    tracing::debug!(
+        pod = %id,
+        members_ms = t_members.as_secs_f64() * 1e3,
+        infra_ms = (t_infra - t_members).as_secs_f64() * 1e3,
+        network_ms = t_net.as_secs_f64() * 1e3,
+        "pod sandbox stopped"
+    );
     store::update::<SandboxMeta>(&cri.m, &id, |m| m.stopped = true)
 }
 
@@ -622,6 +687,42 @@ pub async fn recover(cri: &Arc<Cri>) {
         tracing::info!(pod = %rec.id, "pod infra gone while the daemon was down; stopping the pod");
         if let Err(e) = stop(cri, &rec.id).await {
             tracing::warn!(pod = %rec.id, error = %e, "stopping a pod whose infra is gone");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_sysctls(keys: &[&str]) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            linux: Some(cri::LinuxPodSandboxConfig {
+                sysctls: keys.iter().map(|k| (k.to_string(), "1".into())).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_sysctls_of_a_named_interface_wait_for_the_plugins() {
+        assert!(!needs_interfaces(&cri::PodSandboxConfig::default()));
+        for k in [
+            "net.ipv4.ip_unprivileged_port_start",
+            "net.ipv4.conf.all.forwarding",
+            "net.ipv6.conf.default.accept_ra",
+            "net/ipv4/conf/lo/rp_filter",
+            "kernel.shm_rmid_forced",
+        ] {
+            assert!(!needs_interfaces(&with_sysctls(&[k])), "{k}");
+        }
+        for k in [
+            "net.ipv4.conf.eth0.rp_filter",
+            "net/ipv6/conf/eth0/disable_ipv6",
+            "net.ipv4.neigh.eth0.gc_stale_time",
+        ] {
+            assert!(needs_interfaces(&with_sysctls(&[k])), "{k}");
         }
     }
 }
