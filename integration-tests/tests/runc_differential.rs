@@ -899,12 +899,25 @@ fn exec_into_a_sub_cgroup_as_runc() {
         rt.run(["kill", &id, "KILL"]);
         wait_stopped(rt, &id);
         rt.run(["delete", "--force", &id]);
+        // The delete removes the container's cgroup with its sub-cgroups,
+        // in every hierarchy (runc's RemovePaths).
+        let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(&path))
+            .filter(|d| d.is_dir())
+            .map(|d| d.display().to_string())
+            .collect();
         for s in &subs {
             let _ = std::fs::remove_dir(s);
         }
-        seen.push((both, one, refused));
+        for d in &left {
+            let _ = std::fs::remove_dir(d);
+        }
+        seen.push((both, one, refused, left));
     }
     let (runc, berth) = (&seen[0], &seen[1]);
+    assert!(runc.3.is_empty(), "runc left cgroups: {runc:?}");
     assert_eq!(runc.0 .0, 0, "runc: {runc:?}");
     assert!(
         runc.0 .1.iter().all(|l| l.ends_with("/sub")),

@@ -665,7 +665,8 @@ pub fn stats(cfg: &CgroupConfig) -> Result<libcgroups::stats::Stats, CgroupError
     manager(cfg)?.stats().map_err(|e| err(cfg, e))
 }
 
-/// Removes the cgroup (killing anything left in it). Processes killed a
+/// Removes the cgroup (killing anything left in it), its sub-cgroups
+/// first (see [`remove_children`]). Processes killed a
 /// moment ago can keep a cgroup busy for a while after SIGKILL (the kernel
 /// tears them down asynchronously), so removal is retried with a growing
 /// pause (10 ms doubling, about 300 ms in all), as runc retries, rather than
@@ -675,6 +676,7 @@ pub fn stats(cfg: &CgroupConfig) -> Result<libcgroups::stats::Stats, CgroupError
 /// that can vanish under it.
 pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
     let m = manager(cfg)?;
+    remove_children(cfg);
     let mut last = None;
     let mut pause = std::time::Duration::from_millis(10);
     for _ in 0..6 {
@@ -695,15 +697,25 @@ pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
 /// Whether a cgroupfs cgroup still has a directory in some hierarchy
 /// (always "yes" for systemd's, which are not directories we remove).
 fn still_there(cfg: &CgroupConfig) -> bool {
-    if cfg.systemd {
-        return true;
-    }
+    cfg.systemd
+        || cfg
+            .path
+            .strip_prefix("/")
+            .unwrap_or(&cfg.path)
+            .as_os_str()
+            .is_empty()
+        || !dirs(cfg).is_empty()
+}
+
+/// The directories of a cgroupfs cgroup, one per hierarchy that has it
+/// (none for systemd's or the root).
+fn dirs(cfg: &CgroupConfig) -> Vec<PathBuf> {
     let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
-    if rel.as_os_str().is_empty() {
-        return true;
+    if cfg.systemd || rel.as_os_str().is_empty() {
+        return Vec::new();
     }
     use libcgroups::v1::ControllerType as C;
-    [
+    let mut out: Vec<PathBuf> = [
         C::Cpu,
         C::CpuAcct,
         C::CpuSet,
@@ -723,7 +735,60 @@ fn still_there(cfg: &CgroupConfig) -> bool {
         PathBuf::from("/sys/fs/cgroup"),
         PathBuf::from("/sys/fs/cgroup/unified"),
     ])
-    .any(|m| m.join(rel).is_dir())
+    .map(|m| m.join(rel))
+    .filter(|d| d.is_dir())
+    .collect();
+    // Co-mounted controllers (cpu,cpuacct) name one directory twice.
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Removes the sub-cgroups someone made inside the container's (an `exec
+/// --cgroup` target, a workload's own), deepest first, killing what runs
+/// in them, as runc's RemovePaths does: a cgroup with children cannot be
+/// removed, and libcgroups gives up on the other hierarchies at the first
+/// that fails.
+fn remove_children(cfg: &CgroupConfig) {
+    fn below(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            // Cgroup directories are never symlinks; a non-directory entry
+            // is a control file.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                below(&e.path(), out);
+                out.push(e.path());
+            }
+        }
+    }
+    for top in dirs(cfg) {
+        let mut children = Vec::new();
+        below(&top, &mut children);
+        for child in children {
+            kill_in(&child);
+            for pause_ms in [0, 5, 10, 20, 40] {
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+                match std::fs::remove_dir(&child) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// SIGKILLs every process listed in a cgroup directory's `cgroup.procs`.
+fn kill_in(dir: &Path) {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// Before a new container goes into `cfg`, which may exist already: a
