@@ -1242,3 +1242,35 @@ fn a_readonly_root_does_not_keep_the_hosts_nosuid() {
         "{out}"
     );
 }
+
+/// Every `rootfsPropagation` starts the container, and `/` inside has the
+/// asked propagation. Unbindable is applied once the root is switched (the
+/// rootfs is bind-mounted onto itself before, which the kernel refuses from
+/// an unbindable mount: the OCI validation suite's linux_rootfs_propagation,
+/// which crun passes).
+#[test]
+fn every_rootfs_propagation_applies_to_the_root() {
+    let rt = Runtime::new();
+    let (_d, b) = bundle(&["awk", "$5 == \"/\" { print }", "/proc/self/mountinfo"]);
+    for (prop, want, never) in [
+        ("shared", Some("shared:"), "unbindable"),
+        ("rshared", Some("shared:"), "unbindable"),
+        ("unbindable", Some("unbindable"), "shared:"),
+        ("runbindable", Some("unbindable"), "shared:"),
+        ("private", None, "shared:"),
+        ("rprivate", None, "unbindable"),
+        ("slave", None, "shared:"),
+        ("rslave", None, "unbindable"),
+    ] {
+        b.edit_config(|c| c["linux"]["rootfsPropagation"] = json!(prop))
+            .unwrap();
+        let c = rt.container("prop");
+        let r = rt.run(["run", "--bundle", b.dir.to_str().unwrap(), &c.id]);
+        assert_eq!(r.code, 0, "{prop}: {r:?}");
+        let line = r.stdout.lines().last().unwrap_or_default().to_owned();
+        if let Some(w) = want {
+            assert!(line.contains(w), "{prop}: / is {line:?}");
+        }
+        assert!(!line.contains(never), "{prop}: / is {line:?}");
+    }
+}

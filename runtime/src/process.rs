@@ -230,10 +230,17 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
             }
             Ok(Msg::RunHooks) => {
                 // "creating", as runc says: the container is not created
-                // until these hooks and the createContainer ones ran.
+                // until these hooks and the createContainer ones ran. The
+                // deprecated prestart hooks get "created", as crun gives
+                // them and the OCI validation suite (hooks_stdin) expects:
+                // runc 1.1 fails that check.
                 let state = hook_state(id, pid, bundle, "creating", annotations).to_string();
                 if let Some(h) = hooks {
-                    crate::hooks::run("prestart", h.prestart().as_ref(), &state)?;
+                    if h.prestart().as_ref().is_some_and(|v| !v.is_empty()) {
+                        let created =
+                            hook_state(id, pid, bundle, "created", annotations).to_string();
+                        crate::hooks::run("prestart", h.prestart().as_ref(), &created)?;
+                    }
                     crate::hooks::run("createRuntime", h.create_runtime().as_ref(), &state)?;
                 }
                 parent.send(&Msg::HooksDone(state))?;

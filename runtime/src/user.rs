@@ -23,15 +23,18 @@ pub enum UserError {
 /// kernel will not let us chown (an owner or group unmapped in a user
 /// namespace, a read-only filesystem) is left alone.
 pub fn fix_stdio_ownership(uid: u32) -> Result<(), UserError> {
-    use nix::sys::stat::{fstat, stat};
-    let null_rdev = stat("/dev/null").map(|s| s.st_rdev).ok();
+    use nix::sys::stat::fstat;
+    // The null device is char 1:3 wherever it is: not stat("/dev/null"),
+    // which in a container without one would fail and let a caller's
+    // /dev/null (the host's) be given away.
+    let null_rdev = libc::makedev(1, 3);
     for fd in 0..3 {
         // SAFETY: borrowing a standard fd number for the duration of the
         // calls; a closed one makes fstat fail with EBADF, skipped below.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let Ok(st) = fstat(borrowed) else { continue };
         let is_char = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR;
-        if st.st_uid == uid || (is_char && Some(st.st_rdev) == null_rdev) {
+        if st.st_uid == uid || (is_char && st.st_rdev == null_rdev) {
             continue;
         }
         match nix::unistd::fchown(borrowed, Some(Uid::from_raw(uid)), None) {

@@ -213,6 +213,11 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
             if plan.new_mount {
                 crate::rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
                 crate::rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
+                // Last: the read-only and masked paths are binds, which
+                // the kernel refuses from an unbindable mount.
+                let propagation =
+                    crate::rootfs::root_propagation(l.rootfs_propagation().as_deref())?;
+                crate::rootfs::finish_unbindable(propagation)?;
             }
         }
         if !a.no_new_keyring {

@@ -36,7 +36,7 @@ pub use mounts::{kernel_mounts, mount_one, MountCtx};
 pub use options::{parse_options, Options};
 pub use paths::{mask_paths, readonly_paths, readonly_root, verified_dev_null};
 pub use pivot::{move_root, pivot};
-pub use propagation::{finish_propagation, prepare, root_propagation};
+pub use propagation::{finish_propagation, finish_unbindable, prepare, root_propagation};
 pub use sources::BindSources;
 
 /// `dest` made absolute with `..` resolved lexically, for the checks that

@@ -27,8 +27,10 @@ pub fn root_propagation(p: Option<&str>) -> Result<MsFlags, RootfsError> {
 /// to the host and make the rootfs a mount point of its own.
 pub fn prepare(rootfs: &Path, propagation: MsFlags) -> Result<(), RootfsError> {
     // Shared propagation is set after pivot_root: pivot_root refuses a
-    // shared parent mount.
-    let first = if propagation.contains(MsFlags::MS_SHARED) {
+    // shared parent mount. So is unbindable: the rootfs is bind-mounted
+    // onto itself next, which the kernel refuses from an unbindable mount
+    // (EINVAL); crun sets it after the switch too.
+    let first = if postponed(propagation) {
         MsFlags::MS_SLAVE | MsFlags::MS_REC
     } else {
         propagation
@@ -125,9 +127,24 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// After pivot_root: re-apply shared propagation if the spec asked for it.
+/// Whether `rootfsPropagation` is applied only once the root is switched.
+fn postponed(propagation: MsFlags) -> bool {
+    propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE)
+}
+
+/// After pivot_root: apply shared propagation if the spec asked for it.
 pub fn finish_propagation(propagation: MsFlags) -> Result<(), RootfsError> {
     if propagation.contains(MsFlags::MS_SHARED) {
+        mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .map_err(sys("setting root propagation"))?;
+    }
+    Ok(())
+}
+
+/// Once every mount of the container is made (the masked and read-only
+/// paths are binds): apply unbindable propagation if the spec asked for it.
+pub fn finish_unbindable(propagation: MsFlags) -> Result<(), RootfsError> {
+    if propagation.contains(MsFlags::MS_UNBINDABLE) {
         mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
             .map_err(sys("setting root propagation"))?;
     }
