@@ -541,3 +541,107 @@ fn kill_sigkill_ends_a_paused_container() {
     });
     rt.run(["delete", &c.id]).ok();
 }
+
+/// `--debug` writes `level=debug` lines, named as runc names the steps
+/// (tools and runc's debug.bats look for the phrases), to stderr or to
+/// `--log` in text or JSON; without it there are none.
+#[test]
+fn debug_lines_go_where_the_log_goes() {
+    let rt = Runtime::new();
+    let (d, b) = bundle(&["echo", "Hello World"]);
+    let bundle_dir = b.dir.to_str().unwrap();
+    let init_phrases = [
+        "nsexec container setup",
+        "child process in init()",
+        "init: closing the pipe to signal completion",
+    ];
+    let has_all = |text: &str, phrases: &[&str]| phrases.iter().all(|p| text.contains(p));
+
+    let c = rt.container("dbg");
+    let r = rt
+        .run(["--debug", "run", "--bundle", bundle_dir, &c.id])
+        .ok();
+    assert_eq!(r.stdout, "Hello World\n");
+    assert!(r.stderr.contains("level=debug"), "{r:?}");
+    assert!(has_all(&r.stderr, &init_phrases), "{r:?}");
+
+    for (format, level) in [("text", "level=debug"), ("json", "\"level\":\"debug\"")] {
+        let log = d.path().join(format!("log.{format}"));
+        let c = rt.container("dbglog");
+        let r = rt
+            .run([
+                "--log",
+                log.to_str().unwrap(),
+                "--log-format",
+                format,
+                "--debug",
+                "run",
+                "--bundle",
+                bundle_dir,
+                &c.id,
+            ])
+            .ok();
+        assert!(!r.stderr.contains("debug"), "{format}: {r:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains(level), "{format}: {text}");
+        assert!(has_all(&text, &init_phrases), "{format}: {text}");
+    }
+
+    let c = rt.container("dbgexec");
+    b.edit_config(|c| c["process"]["args"] = json!(["sleep", "1000"]))
+        .unwrap();
+    rt.run(["run", "-d", "--bundle", bundle_dir, &c.id]).ok();
+    let r = rt.run(["--debug", "exec", &c.id, "true"]).ok();
+    assert!(
+        has_all(
+            &r.stderr,
+            &[
+                "nsexec container setup",
+                "child process in init()",
+                "setns_init: about to exec"
+            ]
+        ),
+        "{r:?}"
+    );
+    let quiet = rt.run(["exec", &c.id, "true"]).ok();
+    assert!(!quiet.stderr.contains("debug"), "{quiet:?}");
+}
+
+/// `kill --all` of a stopped container signals what is left in its cgroup
+/// (nothing) and succeeds, as runc 1.1's does; without `--all` it is
+/// "container not running".
+#[test]
+fn kill_all_of_a_stopped_container_succeeds() {
+    let rt = Runtime::new();
+    let (_d, _b, c) = running(&rt, "killall", |_| {});
+    rt.run(["kill", &c.id, "KILL"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.state(&c.id)["status"] != "stopped" {
+        assert!(Instant::now() < deadline, "never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rt.run(["kill", "-a", &c.id, "0"]).ok();
+    rt.run(["kill", "--all", &c.id, "KILL"]).ok();
+    rt.run(["kill", &c.id, "0"]).fails("container not running");
+}
+
+/// A container created in a cgroup that already holds processes gets
+/// runc's warning (and is created).
+#[test]
+fn a_non_empty_cgroup_is_warned_about() {
+    let rt = Runtime::new();
+    let cgroup = format!("/berth-nonempty-{}", std::process::id());
+    let set = |c: &mut serde_json::Value| c["linux"]["cgroupsPath"] = json!(cgroup);
+    let (_d1, _b1, _c1) = running(&rt, "nonempty1", set);
+    let (_d2, b2) = bundle(&["sleep", "1000"]);
+    b2.edit_config(set).unwrap();
+    let c2 = rt.container("nonempty2");
+    let r = rt
+        .run(["create", "--bundle", b2.dir.to_str().unwrap(), &c2.id])
+        .ok();
+    assert!(
+        r.stderr
+            .contains("container's cgroup is not empty: 1 process(es) found"),
+        "{r:?}"
+    );
+}

@@ -797,6 +797,16 @@ pub fn check_before_create(cfg: &CgroupConfig) -> Result<(), CgroupError> {
     if is_frozen(cfg) {
         return Err(CgroupError::UnexpectedlyFrozen);
     }
+    // Allowed, as in runc, but worth a word: the new container shares its
+    // limits (and a later `kill --all` or delete) with what is there.
+    if let Ok(found) = pids(cfg) {
+        if !found.is_empty() {
+            crate::logger::warn(&format!(
+                "container's cgroup is not empty: {} process(es) found",
+                found.len()
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use oci_spec::runtime::Hook;
 /// A hook that failed, and which one: the spec's hook list for `kind`
 /// (prestart, createRuntime, ...), its position there and its program.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind} hook #{index} ({})", path.display())]
+#[error("error running {kind} hook #{index} ({})", path.display())]
 pub struct HookError {
     pub kind: &'static str,
     pub index: usize,
@@ -47,8 +47,27 @@ pub enum HookFailure {
 fn describe(status: &ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
+        // Go's wording, which runc prints: "signal: bad system call".
+        (None, Some(s)) => format!("signal: {}", signal_description(s)),
         _ => status.to_string(),
+    }
+}
+
+/// The C library's description of a signal, first letter lowered as Go
+/// words it ("bad system call", "killed", "segmentation fault").
+fn signal_description(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a NUL-terminated string that
+    // stays valid until the next call in this thread; it is copied at once.
+    let p = unsafe { libc::strsignal(sig) };
+    if p.is_null() {
+        return format!("signal {sig}");
+    }
+    // SAFETY: non-null, NUL-terminated (see above).
+    let s = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => format!("signal {sig}"),
     }
 }
 
@@ -145,13 +164,13 @@ mod tests {
         let e = run("createRuntime", Some(&failing), "{}").unwrap_err();
         assert_eq!(
             crate::error_chain(&e),
-            "createRuntime hook #0 (/bin/sh): exit status 3, stdout: out, stderr: err"
+            "error running createRuntime hook #0 (/bin/sh): exit status 3, stdout: out, stderr: err"
         );
         let missing = hook("/nonexistent/hook", &[]);
         let e = run("prestart", Some(&missing), "{}").unwrap_err();
         assert_eq!(
             crate::error_chain(&e),
-            "prestart hook #0 (/nonexistent/hook): No such file or directory (os error 2)"
+            "error running prestart hook #0 (/nonexistent/hook): No such file or directory (os error 2)"
         );
     }
 }

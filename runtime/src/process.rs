@@ -179,6 +179,13 @@ fn send_listener(
 /// (blocked on the exec fifo, or about to exec for `exec`).
 pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
     let flags = l.init.plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    let mode = l.init.mode;
+    // `--debug` lines name the steps as runc's do ("nsexec container
+    // setup", "child process in init()", ...): tools and runc's own tests
+    // look for those phrases.
+    crate::logger::debug(&format!(
+        "nsexec container setup: cloning the container process (flags {flags:#x})"
+    ));
     // SAFETY: clone without CLONE_VM and without a new stack behaves like
     // fork: the child gets a copy of this (single-threaded) process and
     // continues here with a return value of 0. The child never returns from
@@ -220,10 +227,19 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
         CgroupAction::Join(cfg) => crate::cgroups::join(cfg, pid)?,
     }
     parent.send(&Msg::Go)?;
+    crate::logger::debug(&format!(
+        "child process in init(): pid {pid} sets up the {}",
+        if mode == crate::init::Mode::Init {
+            "container"
+        } else {
+            "process joining the container"
+        }
+    ));
     loop {
         match parent.recv() {
             Ok(Msg::Pid(p)) => {
                 // The child forked into a pid namespace; it exits now.
+                crate::logger::debug(&format!("forwarding pid {p} of the pid namespace's init"));
                 let _ = waitpid(Pid::from_raw(pid), None);
                 reaper.pids = vec![p];
                 pid = p;
@@ -249,7 +265,14 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
                 let fd = parent.recv_fd()?;
                 send_listener(seccomp, id, bundle, pid, fd)?;
             }
-            Ok(Msg::Ready) => break,
+            Ok(Msg::Ready) => {
+                crate::logger::debug(if mode == crate::init::Mode::Init {
+                    "init: closing the pipe to signal completion"
+                } else {
+                    "setns_init: about to exec"
+                });
+                break;
+            }
             Ok(Msg::Error(m)) => return Err(LaunchError::Child(m)),
             Ok(other) => return Err(LaunchError::Child(format!("unexpected message {other:?}"))),
             Err(e) => return Err(e.into()),

@@ -97,11 +97,19 @@ pub fn stats_json(c: &Container) -> Result<Value> {
     }))
 }
 
+/// One event line, its keys in runc's order (`type`, `id`, `data`): tools
+/// and runc's own tests match the line's start.
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    typ: &'a str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
 fn emit(out: &mut impl Write, typ: &str, id: &str, data: Option<Value>) -> Result<()> {
-    let mut ev = json!({ "type": typ, "id": id });
-    if let Some(d) = data {
-        ev["data"] = d;
-    }
+    let ev = serde_json::to_string(&Event { typ, id, data })?;
     writeln!(out, "{ev}")?;
     out.flush()?;
     Ok(())
@@ -173,5 +181,23 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn events_keep_runcs_key_order() {
+        let mut out = Vec::new();
+        emit(
+            &mut out,
+            "stats",
+            "c1",
+            Some(json!({ "pids": { "current": 1 } })),
+        )
+        .unwrap();
+        emit(&mut out, "oom", "c1", None).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"type\":\"stats\",\"id\":\"c1\",\"data\":{\"pids\":{\"current\":1}}}\n\
+             {\"type\":\"oom\",\"id\":\"c1\"}\n"
+        );
     }
 }

@@ -32,6 +32,14 @@ pub fn kill(g: &Global, id: &str, signal: Option<&str>, all: bool) -> Result<()>
     };
     let c = g.root.load(id)?;
     if c.status() == Status::Stopped {
+        // As runc 1.1: with --all a stopped container's cgroup is still
+        // signalled (whatever is left in it), and that is no error.
+        if all {
+            return match sig {
+                None => send_all(&c, 0),
+                Some(s) => signal_all(&c, s),
+            };
+        }
         bail!("container not running");
     }
     let Some(sig) = sig else {

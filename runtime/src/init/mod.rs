@@ -3,11 +3,13 @@
 //!
 //! The order follows runc's, because it is observable: mounts and
 //! createContainer hooks before pivot_root; the console, sysctls, read-only
-//! and masked paths after it; the exec fifo and startContainer hooks last.
-//! Unlike runc, the seccomp filter goes in after all of them, right before
-//! execve, so a profile need not allow the runtime's own steps (without
-//! `noNewPrivileges`, with CAP_SYS_ADMIN held back for it); a notify
-//! filter just before the runtime lets go of the process (see below).
+//! and masked paths after it; the exec fifo, the seccomp filter and the
+//! startContainer hooks last. Unlike runc, the filter goes in after the
+//! runtime's own steps (the user switch, the chdir, fd closing), so a
+//! profile need not allow them (without `noNewPrivileges`, with
+//! CAP_SYS_ADMIN held back for it); as in runc the startContainer hooks
+//! run under it. A notify filter goes in just before the runtime lets go
+//! of the process (see below).
 
 mod error;
 mod image;
@@ -279,8 +281,8 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
     let image = image::Image::new(&exe, a.process.args().as_deref().unwrap_or(&[]), &env)?;
 
     // The filter goes in as late as it can, so a strict profile need allow
-    // only what the workload does: right before execve, after the exec
-    // fifo and the startContainer hooks. A notify filter cannot wait that
+    // only what the workload does (and the startContainer hooks, which run
+    // under it as in runc): after the exec fifo. A notify filter cannot wait that
     // long: its listener must reach the runtime (which hands it to the
     // agent) while the runtime still listens, before Ready.
     let (early, late) = match a.seccomp {
@@ -302,6 +304,11 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
 
     if let Some(fifo) = a.fifo {
         wait_exec_fifo(fifo)?;
+        // As runc: the startContainer hooks run in the container under its
+        // seccomp filter, which is in by now.
+        if let Some(filter) = late {
+            load_seccomp(a, filter, held_back.as_ref())?;
+        }
         if let Some(hooks) = a.spec.hooks() {
             let state_json = started_state(a);
             crate::hooks::run(
@@ -310,8 +317,7 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
                 &state_json,
             )?;
         }
-    }
-    if let Some(filter) = late {
+    } else if let Some(filter) = late {
         load_seccomp(a, filter, held_back.as_ref())?;
     }
     Err(image.exec())
