@@ -698,6 +698,15 @@ fn usage_errors_exit_as_runc_does() {
             bad.push(format!("{args:?}: runc {} berth {}", codes[0], codes[1]));
         }
     }
+    // An unknown command, with or without -h, in runc's words.
+    for args in [&["foo", "-h"][..], &["foo"]] {
+        for w in BOTH {
+            let r = pair.get(w).run(args);
+            if r.code != 3 || !r.stderr.contains("No help topic for 'foo'") {
+                bad.push(format!("{args:?} {}: {r:?}", w.name()));
+            }
+        }
+    }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 

@@ -1023,15 +1023,32 @@ fn version_and_help() {
     let v = rt.run(["--version"]).ok().stdout;
     // runc's short flag is -v.
     assert_eq!(rt.run(["-v"]).ok().stdout, v);
+    // runc's three lines (runc's version.bats matches "runc version
+    // X.Y.Z", "commit:" and "spec: X.Y.Z"), also after other global flags.
     assert_eq!(
         v.lines().collect::<Vec<_>>(),
         [
-            format!("berth-runtime {}", env!("CARGO_PKG_VERSION")).as_str(),
+            format!(
+                "berth-runtime version {} (runc version 1.1.5 compatible)",
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_str(),
+            format!("commit: berth-runtime-{}", env!("CARGO_PKG_VERSION")).as_str(),
             "spec: 1.2.0"
         ],
         "{v}"
     );
+    assert_eq!(rt.run(["--log-format", "json", "-v"]).ok().stdout, v);
     let h = rt.run(["--help"]).ok().stdout;
+    // runc's NAME block (urfave/cli's layout), as runc's help.bats reads it.
+    assert_eq!(
+        h.lines().take(2).collect::<Vec<_>>(),
+        [
+            "NAME:",
+            "   runc - Open Container Initiative runtime (runc-compatible)"
+        ],
+        "{h}"
+    );
     assert_eq!(
         help_section(&h, "Commands:"),
         [
@@ -1141,9 +1158,17 @@ fn version_and_help() {
     ];
     for (cmd, args, flags) in commands {
         let help = rt.run([cmd, "--help"]).ok().stdout;
+        assert_eq!(rt.run([cmd, "-h"]).ok().stdout, help);
+        let lines: Vec<&str> = help.lines().collect();
+        assert_eq!(lines[0], "NAME:", "{help}");
+        assert!(lines[1].starts_with(&format!("   runc {cmd} - ")), "{help}");
         let usage = format!("berth-runtime {cmd} {args}");
         assert_eq!(
-            help.lines().find_map(|l| l.strip_prefix("Usage: ")),
+            lines
+                .iter()
+                .skip_while(|l| **l != "USAGE:")
+                .nth(1)
+                .map(|l| l.trim()),
             Some(usage.trim_end()),
             "{help}"
         );

@@ -14,13 +14,13 @@ const DEFAULT_ROOT: &str = "/run/berth-runtime";
 #[derive(Debug, Parser)]
 #[command(
     name = "berth-runtime",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    version = env!("CARGO_PKG_VERSION"),
     // runc's -v, --version (clap's own is -V).
     disable_version_flag = true,
     about = "Open Container Initiative runtime (runc-compatible)",
-    long_about = "berth-runtime is a command line client for running applications packaged \
-                  according to the Open Container Initiative (OCI) format, with runc's \
-                  commands, flags and state formats."
+    after_long_help = "berth-runtime is a command line client for running applications \
+                       packaged according to the Open Container Initiative (OCI) format, \
+                       with runc's commands, flags and state formats."
 )]
 struct Cli {
     /// Enable debug logging.
@@ -194,9 +194,75 @@ fn needs_readonly_exe(c: &Command) -> bool {
     )
 }
 
+/// runc's help layout (urfave/cli's): tools and runc's own tests read the
+/// `NAME:` block, whose second line is `runc <command> - <what it does>`.
+const ROOT_HELP: &str = "\
+NAME:
+   runc - {about}
+
+USAGE:
+   {usage}
+
+{all-args}{after-help}";
+
+fn command_help(name: &str) -> String {
+    format!(
+        "NAME:\n   runc {name} - {{about}}\n\nUSAGE:\n   {{usage}}\n\n{{all-args}}{{after-help}}"
+    )
+}
+
+/// runc's `-v` output: its first line names the runc release whose
+/// command line this one follows, then a commit line and the spec version.
+fn version_text() -> String {
+    format!(
+        "berth-runtime version {v} (runc version {RUNC_CLI} compatible)\ncommit: berth-runtime-{v}\nspec: {SPEC_VERSION}\n",
+        v = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The runc release whose commands, flags and outputs this CLI follows.
+const RUNC_CLI: &str = "1.1.5";
+
+/// The OCI runtime spec version the runtime implements.
+pub const SPEC_VERSION: &str = "1.2.0";
+
+fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+        .help_template(ROOT_HELP)
+        .mut_subcommands(|s| {
+            let t = command_help(s.get_name());
+            s.help_template(t)
+        })
+}
+
+/// Whether the global flags (before the command) ask for the version.
+fn wants_version(args: &[std::ffi::OsString]) -> bool {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next().and_then(|a| a.to_str()) {
+        match a {
+            "-v" | "--version" => return true,
+            // The global flags that take a value as the next argument.
+            "--log" | "--log-format" | "--root" | "--rootless" => {
+                it.next();
+            }
+            _ if a.starts_with('-') => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Parses the command line, runs the command and returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if wants_version(&args) {
+        print!("{}", version_text());
+        return 0;
+    }
+    let parsed = command()
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -293,8 +359,18 @@ fn usage_error(e: &clap::Error) -> i32 {
     use clap::error::ErrorKind;
     if e.kind() == ErrorKind::MissingSubcommand {
         // Global flags and no command: runc shows its help.
-        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        let _ = command().print_help();
         return 0;
+    }
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        // runc's words for an unknown command, with or without -h.
+        use clap::error::{ContextKind, ContextValue};
+        let name = match e.get(ContextKind::InvalidSubcommand) {
+            Some(ContextValue::String(n)) => n.clone(),
+            _ => String::new(),
+        };
+        report(&format!("No help topic for '{name}'"));
+        return 3;
     }
     let _ = e.print();
     match e.kind() {
