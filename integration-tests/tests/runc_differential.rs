@@ -942,3 +942,29 @@ fn exec_into_a_sub_cgroup_as_runc() {
     assert!(runc.2.iter().all(|c| *c != 0), "runc: {runc:?}");
     assert_eq!(berth, runc, "berth differs from runc");
 }
+
+/// runc's mask.bats: an image whose /proc (or /sys) is a symlink gets no
+/// procfs (sysfs) mounted through it: create fails, in runc's words.
+#[test]
+fn proc_and_sys_symlinks_are_refused_as_runc_refuses_them() {
+    let pair = Pair::new();
+    for dir in ["proc", "sys"] {
+        let (_d, b) = diff_bundle(&["true"]);
+        let p = b.rootfs().join(dir);
+        let _ = std::fs::remove_dir(&p);
+        std::os::unix::fs::symlink("/symlink", &p).unwrap();
+        let id = unique_id("symproc");
+        for w in BOTH {
+            let rt = pair.get(w);
+            use_cgroup(&b, w, &id);
+            let _g = guard(rt, &id);
+            let r = rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]);
+            assert_eq!(r.code, 1, "{dir} {}: {r:?}", w.name());
+            assert!(
+                r.stderr.contains("must be mounted on ordinary directory"),
+                "{dir} {}: {r:?}",
+                w.name()
+            );
+        }
+    }
+}

@@ -34,6 +34,10 @@ pub enum RootfsError {
     BadPropagation(String),
     #[error("{typ} cannot be mounted on /proc: only procfs may be")]
     NotProcfsOnProc { typ: String },
+    /// runc's check, in runc's words: a proc or sysfs mount point that is
+    /// a symlink (or a file) in the image is refused, not followed.
+    #[error("error mounting {typ:?} to rootfs at {}: filesystem {typ:?} must be mounted on ordinary directory", .dest.display())]
+    NotOrdinaryDir { typ: String, dest: PathBuf },
     /// CVE-2019-19921: a mount inside /proc could redirect the runtime's
     /// writes to procfs.
     #[error("{} cannot be mounted because it is inside /proc", .0.display())]

@@ -142,6 +142,19 @@ pub fn mount_one(
     if typ == "cgroup" && !bind {
         return mount_cgroup_v1(ctx.root, ctx.cgroup_path, dest, &opts).map(|()| None);
     }
+    if !bind && (typ == "proc" || typ == "sysfs") {
+        // What the image has there, the last component not followed.
+        if let Ok(h) = ctx.root.resolve_nofollow(dest) {
+            let is_dir = nix::sys::stat::fstat(&h)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            if !is_dir {
+                return Err(RootfsError::NotOrdinaryDir {
+                    typ,
+                    dest: m.destination().clone(),
+                });
+            }
+        }
+    }
     let source = m.source().clone().unwrap_or_default();
     let what = format!("mounting {} on {}", source.display(), dest.display());
     let data = opts.data.join(",");
