@@ -750,19 +750,27 @@ fn cgroup_updates_and_refusals_as_runc() {
             let _g = guard(rt, &id);
             let r = rt.run(["run", "--detach", "--bundle", b.dir.to_str().unwrap(), &id]);
             assert_eq!(r.code, 0, "{w:?}: {r:?}");
-            let files = ["cpu.cfs_period_us", "cpu.cfs_quota_us"];
+            let mem = Path::new("/sys/fs/cgroup/memory").join(&parent).join("c");
+            let files = [
+                cpu.join("c").join("cpu.cfs_period_us"),
+                cpu.join("c").join("cpu.cfs_quota_us"),
+                mem.join("memory.limit_in_bytes"),
+                mem.join("memory.memsw.limit_in_bytes"),
+            ];
             for args in [
                 &["--cpu-period", "10000", "--cpu-quota", "2000"][..],
                 &["--memory-swap", "-1"][..],
                 &["--cpu-quota", "-1"][..],
                 &["--pids-limit", "-1"][..],
+                &["--memory", "52428800", "--memory-swap", "104857600"][..],
+                // Unlimited memory, swap unsaid: swap goes unlimited too.
+                &["--memory", "-1"][..],
             ] {
                 let mut full = vec!["update"];
                 full.extend(args);
                 full.push(&id);
                 let r = rt.run(&full);
-                let values: Vec<String> =
-                    files.iter().map(|f| read(&cpu.join("c").join(f))).collect();
+                let values: Vec<String> = files.iter().map(|f| read(f)).collect();
                 out.push((args.join(" "), r.code, values));
             }
         }

@@ -124,6 +124,7 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
     if !v.is_object() {
         v = json!({});
     }
+    let mut swap_given = a.memory_swap.is_some();
     if let Some(path) = &a.resources {
         let text = if path.as_os_str() == "-" {
             let mut s = String::new();
@@ -133,6 +134,7 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         };
         let over: Value = serde_json::from_str(&text).context("parsing the resources JSON")?;
+        swap_given |= !over["memory"]["swap"].is_null();
         merge(&mut v, over);
     }
     if let Some(x) = a.blkio_weight {
@@ -167,6 +169,13 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
     }
     if let Some(x) = &a.memory_swap {
         set(&mut v, &["memory", "swap"], json!(parse_bytes(x)?));
+    }
+    // As runc: memory made unlimited with no word on swap makes swap
+    // unlimited too (the kernel refuses a memory limit above the memory
+    // and swap one, which the old swap value would be).
+    let unlimited_now = a.memory.as_deref().map(parse_bytes).transpose()? == Some(-1);
+    if unlimited_now && !swap_given && !v["memory"]["swap"].is_null() {
+        set(&mut v, &["memory", "swap"], json!(-1));
     }
     if let Some(x) = a.pids_limit {
         set(&mut v, &["pids", "limit"], json!(x));
