@@ -976,3 +976,70 @@ fn proc_and_sys_symlinks_are_refused_as_runc_refuses_them() {
         }
     }
 }
+
+/// runc's mounts_recursive.bats: `rro` makes a bind mount and every mount
+/// under it read-only (`ro` alone leaves submounts writable), through
+/// mount_setattr(AT_RECURSIVE). The submount is made in a private mount
+/// namespace (`unshare`), so nothing outlives the run.
+#[test]
+fn recursive_read_only_reaches_submounts_as_in_runc() {
+    let pair = Pair::new();
+    let (d, b) = diff_bundle(&[
+        "sh",
+        "-c",
+        "for f in /mnt/x /mnt/sub/y; do touch $f 2>/dev/null && echo $f rw || echo $f ro; done",
+    ]);
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let mut seen = Vec::new();
+    for opts in [
+        json!(["rbind", "rro"]),
+        json!(["rbind", "ro"]),
+        json!(["rbind"]),
+    ] {
+        b.edit_config(|c| {
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/mnt", "type": "bind",
+                "source": src.to_str().unwrap(), "options": opts,
+            }));
+        })
+        .unwrap();
+        for w in BOTH {
+            let rt = pair.get(w);
+            let id = unique_id("rro");
+            use_cgroup(&b, w, &id);
+            let _g = guard(rt, &id);
+            let out = std::process::Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount -t tmpfs none \"$1\" && shift && exec \"$@\"")
+                .arg("sh")
+                .arg(src.join("sub"))
+                .arg(&rt.bin)
+                .arg("--root")
+                .arg(rt.root.path())
+                .args(["run", "--bundle", b.dir.to_str().unwrap(), &id])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("unshare");
+            seen.push((
+                opts.to_string(),
+                w.name(),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            ));
+        }
+        b.edit_config(|c| {
+            c["mounts"].as_array_mut().unwrap().pop();
+        })
+        .unwrap();
+    }
+    let _ = std::fs::remove_file(src.join("x"));
+    assert_eq!(
+        seen[0].3, "/mnt/x ro\n/mnt/sub/y ro\n",
+        "runc rro: {seen:?}"
+    );
+    assert_eq!(seen[2].3, "/mnt/x ro\n/mnt/sub/y rw\n", "runc ro: {seen:?}");
+    for pair in seen.chunks(2) {
+        assert_eq!((pair[0].2, &pair[0].3), (pair[1].2, &pair[1].3), "{seen:?}");
+    }
+}

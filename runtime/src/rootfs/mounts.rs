@@ -197,6 +197,7 @@ pub fn mount_one(
             mount(None::<&str>, &fd_path(&tgt), None::<&str>, *p, None::<&str>)
                 .map_err(sys(format!("{what}: propagation")))?;
         }
+        set_recursive(&tgt, opts.rec_attr, &what)?;
         return Ok(None);
     }
     let tgt = target(ctx.root, dest, false)?;
@@ -260,7 +261,54 @@ pub fn mount_one(
     }
     // The remount keeps the mount's other flags (nosuid, strictatime...):
     // MS_REMOUNT without them would clear them, as runc's does not.
+    set_recursive(&tgt, opts.rec_attr, &what)?;
     Ok(remount_ro.then_some(flags | MsFlags::MS_RDONLY))
+}
+
+/// Applies runc's recursive options (`rro`, ...) to the mount at `tgt` and
+/// every mount under it: `mount_setattr(2)` with `AT_RECURSIVE` (Linux
+/// 5.12), which a per-mount remount cannot do for submounts.
+fn set_recursive(
+    tgt: &impl std::os::fd::AsRawFd,
+    attr: super::options::RecursiveAttr,
+    what: &str,
+) -> Result<(), RootfsError> {
+    if attr.is_empty() {
+        return Ok(());
+    }
+    // struct mount_attr of linux/mount.h (MOUNT_ATTR_SIZE_VER0).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let ma = MountAttr {
+        attr_set: attr.set,
+        attr_clr: attr.clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `size` bytes of `ma`, a live struct of
+    // that size, and an empty NUL-terminated path with AT_EMPTY_PATH so
+    // the fd itself is the mount; nothing is written to our memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tgt.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &ma as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(sys(format!("{what}: recursive mount options"))(
+            nix::Error::last(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

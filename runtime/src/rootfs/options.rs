@@ -12,6 +12,58 @@ pub struct Options {
     pub data: Vec<String>,
     pub bind: bool,
     pub recursive: bool,
+    /// runc's recursive options (`rro`, `rnosuid`, ...): mount attributes
+    /// set and cleared on the mount and every mount under it.
+    pub rec_attr: RecursiveAttr,
+}
+
+/// `mount_setattr(2)` attributes for the whole mount tree.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct RecursiveAttr {
+    pub set: u64,
+    pub clr: u64,
+}
+
+impl RecursiveAttr {
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clr == 0
+    }
+}
+
+// The MOUNT_ATTR_* values of linux/mount.h.
+const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+const ATTR_ATIME_MASK: u64 = 0x70;
+const ATTR_RELATIME: u64 = 0x0;
+const ATTR_NOATIME: u64 = 0x10;
+const ATTR_STRICTATIME: u64 = 0x20;
+const ATTR_NODIRATIME: u64 = 0x80;
+const ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// A recursive option's attributes to set and to clear, as runc 1.1 maps
+/// them (the access-time ones replace the whole atime field).
+fn recursive_option(opt: &str) -> Option<(u64, u64)> {
+    Some(match opt {
+        "rro" => (ATTR_RDONLY, 0),
+        "rrw" => (0, ATTR_RDONLY),
+        "rnosuid" => (ATTR_NOSUID, 0),
+        "rsuid" => (0, ATTR_NOSUID),
+        "rnodev" => (ATTR_NODEV, 0),
+        "rdev" => (0, ATTR_NODEV),
+        "rnoexec" => (ATTR_NOEXEC, 0),
+        "rexec" => (0, ATTR_NOEXEC),
+        "rnodiratime" => (ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, ATTR_NODIRATIME),
+        "rrelatime" => (ATTR_RELATIME, ATTR_ATIME_MASK),
+        "rnorelatime" | "ratime" | "rnostrictatime" => (ATTR_RELATIME, ATTR_ATIME_MASK),
+        "rnoatime" => (ATTR_NOATIME, ATTR_ATIME_MASK),
+        "rstrictatime" => (ATTR_STRICTATIME, ATTR_ATIME_MASK),
+        "rnosymfollow" => (ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 pub fn parse_options(opts: &[String]) -> Options {
@@ -22,8 +74,14 @@ pub fn parse_options(opts: &[String]) -> Options {
         data: Vec::new(),
         bind: false,
         recursive: false,
+        rec_attr: RecursiveAttr::default(),
     };
     for opt in opts {
+        if let Some((set, clr)) = recursive_option(opt) {
+            o.rec_attr.set = (o.rec_attr.set & !clr) | set;
+            o.rec_attr.clr = (o.rec_attr.clr & !set) | clr;
+            continue;
+        }
         let (set, clear): (MsFlags, MsFlags) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -104,5 +162,22 @@ mod tests {
         assert_eq!(o.data, s(&["mode=755", "size=1k"]));
         let o = parse_options(&s(&["ro", "rw"]));
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+        let o = parse_options(&s(&["rbind", "rro", "rnosuid", "rnoatime"]));
+        assert_eq!(
+            o.rec_attr,
+            RecursiveAttr {
+                set: ATTR_RDONLY | ATTR_NOSUID | ATTR_NOATIME,
+                clr: ATTR_ATIME_MASK
+            }
+        );
+        assert!(o.data.is_empty(), "{o:?}");
+        let o = parse_options(&s(&["rro", "rrw"]));
+        assert_eq!(
+            o.rec_attr,
+            RecursiveAttr {
+                set: 0,
+                clr: ATTR_RDONLY
+            }
+        );
     }
 }
