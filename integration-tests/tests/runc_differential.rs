@@ -1043,3 +1043,49 @@ fn recursive_read_only_reaches_submounts_as_in_runc() {
         assert_eq!((pair[0].2, &pair[0].3), (pair[1].2, &pair[1].3), "{seen:?}");
     }
 }
+
+/// runc's no_pivot.bats: with `--no-pivot` the host's mounts stay in the
+/// container's mount namespace under its chroot; a whole procfs among them
+/// would let a process in a new user namespace mount a fresh procfs (and
+/// write /proc/sysrq-trigger). The runtime hides them, as runc does, so the
+/// mount is refused.
+#[test]
+fn no_pivot_hides_the_hosts_proc_as_runc_does() {
+    let pair = Pair::new();
+    let (_d, b) = diff_bundle(&[
+        "unshare",
+        "-mrpf",
+        "sh",
+        "-c",
+        "mount -t proc none /proc && echo mounted",
+    ]);
+    b.edit_config(|c| {
+        for set in ["bounding", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SETFCAP"));
+        }
+    })
+    .unwrap();
+    let id = unique_id("nopivot");
+    for w in BOTH {
+        let rt = pair.get(w);
+        use_cgroup(&b, w, &id);
+        let _g = guard(rt, &id);
+        let r = rt.run([
+            "run",
+            "--no-pivot",
+            "--bundle",
+            b.dir.to_str().unwrap(),
+            &id,
+        ]);
+        assert_ne!(r.code, 0, "{}: {r:?}", w.name());
+        assert!(!r.stdout.contains("mounted"), "{}: {r:?}", w.name());
+        assert!(
+            format!("{}{}", r.stdout, r.stderr).contains("mount: permission denied"),
+            "{}: {r:?}",
+            w.name()
+        );
+    }
+}

@@ -108,7 +108,7 @@ fn holding_mount(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
+pub(super) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
