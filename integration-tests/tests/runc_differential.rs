@@ -1089,3 +1089,43 @@ fn no_pivot_hides_the_hosts_proc_as_runc_does() {
         );
     }
 }
+
+/// runc's cwd.bats (runc PR #2086): a cwd only its owner (uid 42) may
+/// enter works for `exec --user 0` with the default capabilities (no
+/// CAP_DAC_OVERRIDE): the cwd is entered while the runtime still holds its
+/// capabilities, and again as the user when only the user may enter it.
+#[test]
+fn a_cwd_only_its_owner_enters_works_for_root_as_in_runc() {
+    use std::os::unix::fs::PermissionsExt;
+    let pair = Pair::new();
+    let (_d, b) = diff_bundle(&["sleep", "100"]);
+    let root = b.rootfs().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::chown(&root, Some(42), None).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    b.edit_config(|c| {
+        c["process"]["cwd"] = json!("/root");
+        c["process"]["user"] = json!({ "uid": 42, "gid": 42 });
+    })
+    .unwrap();
+    let id = unique_id("cwdpriv");
+    let mut seen = Vec::new();
+    for w in BOTH {
+        let rt = pair.get(w);
+        use_cgroup(&b, w, &id);
+        let _g = guard(rt, &id);
+        let r = rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]);
+        assert_eq!(r.code, 0, "{}: {r:?}", w.name());
+        let as_root = rt.run(["exec", "--user", "0", &id, "pwd"]);
+        let as_owner = rt.run(["exec", &id, "pwd"]);
+        let as_other = rt.run(["exec", "--user", "43", &id, "pwd"]);
+        seen.push((
+            (as_root.code, as_root.stdout),
+            (as_owner.code, as_owner.stdout),
+            as_other.code,
+        ));
+    }
+    // (Another user gets in as well: the cwd is entered before the switch.)
+    assert_eq!(seen[0].0, (0, "/root\n".to_owned()), "runc: {seen:?}");
+    assert_eq!(seen[1], seen[0], "berth differs from runc");
+}

@@ -261,6 +261,15 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         Some(_) => crate::capabilities::holding_sys_admin(&caps),
         None => caps.clone(),
     };
+    // Every host fd goes before the cwd is entered (see close_host_fds).
+    let mut keep = vec![a.channel.raw()];
+    keep.extend(a.fifo.map(|f| f.as_raw_fd()));
+    close_host_fds(a.preserve_fds, &keep)?;
+    // As runc: the cwd is entered while the runtime's capabilities are
+    // still held (a directory only its owner may enter works for `exec
+    // --user 0` without CAP_DAC_OVERRIDE), and again after the user switch
+    // when only the container's user may enter it.
+    let entered = try_enter_cwd(a.process.cwd())?;
     crate::capabilities::apply_bounding(&caps)?;
     nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
     let setgroups_allowed = !plan.in_userns() || setgroups_allowed_in_userns();
@@ -272,10 +281,9 @@ fn setup_and_exec(a: &InitArgs<'_>) -> Res<Never> {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
 
-    let mut keep = vec![a.channel.raw()];
-    keep.extend(a.fifo.map(|f| f.as_raw_fd()));
-    close_host_fds(a.preserve_fds, &keep)?;
-    enter_cwd(a.process.cwd())?;
+    if !entered {
+        enter_cwd(a.process.cwd())?;
+    }
     let env = with_home(env, a.process.user().uid());
     close_extra_fds(a.preserve_fds)?;
     let image = image::Image::new(&exe, a.process.args().as_deref().unwrap_or(&[]), &env)?;
@@ -600,11 +608,30 @@ fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
 /// chdir into the process's cwd, then make sure it really is inside the
 /// container: a leaked host directory fd could otherwise give a cwd outside
 /// the root (CVE-2024-21626).
+/// The first attempt at the cwd, as root with the runtime's capabilities:
+/// `false` when permission was refused (the user switch may grant it),
+/// every other failure is final.
+fn try_enter_cwd(cwd: &Path) -> Res<bool> {
+    match nix::unistd::chdir(cwd) {
+        Ok(()) => check_cwd(cwd).map(|()| true),
+        Err(nix::Error::EACCES | nix::Error::EPERM) => Ok(false),
+        Err(source) => Err(InitError::Chdir {
+            cwd: cwd.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn enter_cwd(cwd: &Path) -> Res<()> {
     nix::unistd::chdir(cwd).map_err(|source| InitError::Chdir {
         cwd: cwd.to_path_buf(),
         source,
     })?;
+    check_cwd(cwd)
+}
+
+/// Where the chdir led must be inside the container's root.
+fn check_cwd(cwd: &Path) -> Res<()> {
     if crate::defences_disabled() {
         return Ok(());
     }
