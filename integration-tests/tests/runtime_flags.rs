@@ -645,3 +645,37 @@ fn a_non_empty_cgroup_is_warned_about() {
         "{r:?}"
     );
 }
+
+/// runc's update.bats "minimal transition rules": a deny after "deny all"
+/// (with an access the kernel cannot parse) is never written, and updates
+/// that leave the device rules alone do not rewrite them, so the container
+/// never loses /dev/null for a moment ("deny all" first, then the allows).
+#[test]
+fn device_rules_change_by_the_minimal_transition() {
+    let rt = Runtime::new();
+    let (d, b, c) = running(&rt, "devmin", |c| {
+        c["root"]["readonly"] = json!(false);
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "while :; do echo x > /dev/null || echo fail >> /fails; done"
+        ]);
+        c["linux"]["resources"]["devices"] = json!([
+            { "allow": false, "access": "rwm" },
+            { "allow": false, "type": "c", "major": 1, "minor": 11, "access": "rwa" }
+        ]);
+    });
+    for _ in 0..100 {
+        rt.run(["update", "--pids-limit", "30", &c.id]).ok();
+    }
+    let fails = b.rootfs().join("fails");
+    assert!(
+        !fails.exists(),
+        "/dev/null was denied {} times",
+        std::fs::read_to_string(&fails)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    );
+    drop(d);
+}

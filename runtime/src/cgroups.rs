@@ -15,7 +15,7 @@ use libcgroups::common::{
     self, AnyCgroupManager, CgroupManager, CgroupSetup, ControllerOpt, FreezerState,
 };
 use nix029::unistd::Pid;
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, Spec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +179,7 @@ pub fn check_enforceable(
     Ok(())
 }
 
-fn device_rules(resources: Option<&LinuxResources>) -> &[oci_spec::runtime::LinuxDeviceCgroup] {
+fn device_rules(resources: Option<&LinuxResources>) -> &[LinuxDeviceCgroup] {
     resources
         .and_then(|r| r.devices().as_deref())
         .unwrap_or_default()
@@ -259,6 +259,17 @@ fn apply(
 ) -> Result<(), CgroupError> {
     let default = LinuxResources::default();
     let resources = resources.unwrap_or(&default);
+    // v1's devices controller takes the rules as writes, one by one: give
+    // it only those that change something (see `minimal_v1_rules`).
+    let minimal;
+    let resources = if !cfg.systemd && !device_rules(Some(resources)).is_empty() {
+        let mut r = resources.clone();
+        r.set_devices(Some(minimal_v1_rules(device_rules(Some(resources)))));
+        minimal = r;
+        &minimal
+    } else {
+        resources
+    };
     let opt = ControllerOpt {
         resources,
         disable_oom_killer: resources
@@ -270,6 +281,49 @@ fn apply(
         freezer_state: None,
     };
     m.apply(&opt).map_err(|e| err(cfg, e))
+}
+
+/// The device rules that change what the cgroup allows, in order, as
+/// runc's devices emulator computes its transition: an "all devices" rule
+/// resets the list (what came before it is moot), a rule that says what
+/// the default already says is dropped unless it takes back an earlier
+/// exception. The kernel refuses some no-op writes (a deny of a device
+/// with an access it cannot parse, while everything is denied anyway), and
+/// every write of "deny all" to a running container's cgroup briefly
+/// denies /dev/null too.
+pub fn minimal_v1_rules(rules: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceType;
+    let is_all = |r: &LinuxDeviceCgroup| {
+        matches!(r.typ(), None | Some(LinuxDeviceType::A))
+            && r.major().is_none_or(|m| m < 0)
+            && r.minor().is_none_or(|m| m < 0)
+    };
+    // Same device (type, major, minor, wildcards included).
+    let same = |a: &LinuxDeviceCgroup, b: &LinuxDeviceCgroup| {
+        a.typ() == b.typ() && a.major() == b.major() && a.minor() == b.minor()
+    };
+    let mut out: Vec<LinuxDeviceCgroup> = Vec::new();
+    let mut default_allow = true;
+    let mut exceptions: Vec<LinuxDeviceCgroup> = Vec::new();
+    for r in rules {
+        if is_all(r) {
+            out.clear();
+            out.push(r.clone());
+            default_allow = r.allow();
+            exceptions.clear();
+            continue;
+        }
+        if r.allow() == default_allow {
+            if exceptions.iter().any(|e| same(e, r)) {
+                exceptions.retain(|e| !same(e, r));
+                out.push(r.clone());
+            }
+            continue;
+        }
+        exceptions.push(r.clone());
+        out.push(r.clone());
+    }
+    out
 }
 
 /// Every v1 controller `libcgroups` manages, in its order: a process that
@@ -593,11 +647,25 @@ pub fn apply_limits(
 }
 
 /// Applies new limits to an existing container (`update`).
-pub fn update(cfg: &CgroupConfig, resources: &LinuxResources) -> Result<(), CgroupError> {
+/// Applies `resources` to a running container's cgroup. Device rules are
+/// written only when `devices_changed`: rewriting unchanged ones ("deny
+/// all", then the allows) would deny the container its devices for a
+/// moment on v1, as runc's minimal transition avoids.
+pub fn update(
+    cfg: &CgroupConfig,
+    resources: &LinuxResources,
+    devices_changed: bool,
+) -> Result<(), CgroupError> {
     let m = manager(cfg)?;
     v1_cpu_period_and_quota(cfg, resources)?;
-    apply(cfg, &m, Some(resources))?;
-    v2_device_filter(cfg, Some(resources), true)
+    if devices_changed {
+        apply(cfg, &m, Some(resources))?;
+        v2_device_filter(cfg, Some(resources), true)
+    } else {
+        let mut r = resources.clone();
+        r.set_devices(None);
+        apply(cfg, &m, Some(&r))
+    }
 }
 
 /// runc's order for a new CFS period and quota on v1: the kernel refuses a
@@ -842,6 +910,39 @@ pub fn join(cfg: &CgroupConfig, pid: i32) -> Result<(), CgroupError> {
 mod tests {
     use super::*;
     use libcgroups::v1::ControllerType as C;
+
+    fn rule(allow: bool, typ: &str, major: Option<i64>, minor: Option<i64>) -> LinuxDeviceCgroup {
+        serde_json::from_value(serde_json::json!({
+            "allow": allow, "type": typ, "major": major, "minor": minor, "access": "rwm"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn device_rules_keep_only_what_changes_something() {
+        let deny_all = rule(false, "a", None, None);
+        let kmsg = rule(false, "c", Some(1), Some(11));
+        // A deny after "deny all" (runc's update.bats) is never written.
+        let only_deny_all = vec![deny_all.clone()];
+        assert_eq!(
+            minimal_v1_rules(&[deny_all.clone(), kmsg.clone()]),
+            only_deny_all
+        );
+        // A deny that takes back an allow is kept.
+        let null_ok = rule(true, "c", Some(1), Some(3));
+        let null_no = rule(false, "c", Some(1), Some(3));
+        let v = [deny_all.clone(), null_ok.clone(), null_no.clone()];
+        assert_eq!(minimal_v1_rules(&v), v);
+        // An allow while everything is allowed is moot; "deny all" resets.
+        assert!(minimal_v1_rules(std::slice::from_ref(&null_ok)).is_empty());
+        let v = [
+            rule(true, "a", None, None),
+            kmsg.clone(),
+            deny_all.clone(),
+            null_ok.clone(),
+        ];
+        assert_eq!(minimal_v1_rules(&v), [deny_all, null_ok]);
+    }
 
     #[test]
     fn a_cgroup_removed_by_someone_else_is_not_still_there() {

@@ -183,7 +183,8 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
     let resources: LinuxResources =
         serde_json::from_value(v).context("the updated resources are not valid")?;
     crate::cgroups::check_enforceable(&c.cgroup, Some(&resources))?;
-    crate::cgroups::update(&c.cgroup, &resources)?;
+    let devices_changed = resources.devices() != current.devices();
+    crate::cgroups::update(&c.cgroup, &resources, devices_changed)?;
     let mut linux = c.config.linux().clone().unwrap_or_default();
     linux.set_resources(Some(resources));
     c.config.set_linux(Some(linux));
