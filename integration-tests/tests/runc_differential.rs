@@ -1129,3 +1129,80 @@ fn a_cwd_only_its_owner_enters_works_for_root_as_in_runc() {
     assert_eq!(seen[0].0, (0, "/root\n".to_owned()), "runc: {seen:?}");
     assert_eq!(seen[1], seen[0], "berth differs from runc");
 }
+
+/// runc's cgroups.bats "v1+hybrid joins correct cgroup" and exec.bats
+/// "--cgroup sub-cgroups [v1]": the init and an exec'd process are in the
+/// container's cgroup in every hierarchy, the named `name=systemd` one and
+/// the hybrid cgroup2 mount included (every line of /proc/PID/cgroup
+/// names it); `--cgroup /` is the container's own; refusals in runc's words.
+#[test]
+fn every_hierarchy_names_the_container_as_in_runc() {
+    let pair = Pair::new();
+    let (_d, b) = diff_bundle(&["sleep", "100"]);
+    let id = unique_id("allh");
+    let mut seen = Vec::new();
+    for w in BOTH {
+        let rt = pair.get(w);
+        use_cgroup(&b, w, &id);
+        let path = b.config().unwrap()["linux"]["cgroupsPath"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let _g = guard(rt, &id);
+        let r = rt.run(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]);
+        assert_eq!(r.code, 0, "{}: {r:?}", w.name());
+        let pid = rt.state(&id)["pid"].as_i64().unwrap();
+        // Each hierarchy's line, its path made relative to the container.
+        let lines = |text: &str| -> Vec<String> {
+            let mut v: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    let (h, p) = l.rsplit_once(':').unwrap();
+                    let h = h.split_once(':').map_or(h, |x| x.1);
+                    format!("{h}:{}", p.replacen(&path, "<c>", 1))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let init = lines(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap());
+        let exec = rt.run(["exec", &id, "cat", "/proc/self/cgroup"]);
+        let top = rt.run(["exec", "--cgroup", "/", &id, "cat", "/proc/self/cgroup"]);
+        let refusals: Vec<(i32, bool)> = [
+            ("..", "is not a sub cgroup path"),
+            ("nonexistent", "/nonexistent/cgroup.procs: no such file"),
+            ("cpu:nonexistent", "/nonexistent/cgroup.procs: no such file"),
+            ("whaaat:/", "unknown controller "),
+        ]
+        .iter()
+        .map(|(arg, phrase)| {
+            let r = rt.run(["exec", "--cgroup", arg, &id, "true"]);
+            (r.code, r.stderr.contains(phrase))
+        })
+        .collect();
+        rt.run(["kill", &id, "KILL"]);
+        wait_stopped(rt, &id);
+        rt.run(["delete", "--force", &id]);
+        let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(path.trim_start_matches('/')))
+            .filter(|d| d.is_dir())
+            .map(|d| d.display().to_string())
+            .collect();
+        for d in &left {
+            let _ = std::fs::remove_dir(d);
+        }
+        seen.push((
+            init,
+            lines(&exec.stdout),
+            lines(&top.stdout),
+            refusals,
+            left,
+        ));
+    }
+    let runc = &seen[0];
+    assert!(runc.0.iter().all(|l| l.ends_with(":<c>")), "runc: {runc:?}");
+    assert!(runc.3.iter().all(|(c, p)| *c != 0 && *p), "runc: {runc:?}");
+    assert_eq!(seen[1], seen[0], "berth differs from runc");
+}

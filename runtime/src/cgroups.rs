@@ -248,6 +248,7 @@ pub fn setup_for(
     }
     let m = manager(cfg)?;
     m.add_task(Pid::from_raw(pid)).map_err(|e| err(cfg, e))?;
+    join_extras(cfg, pid);
     apply(cfg, &m, resources)?;
     v2_device_filter(cfg, resources, false)
 }
@@ -370,16 +371,15 @@ impl SubCgroup {
         if ctrls.iter().any(|c| c.is_empty()) {
             return Err(bad("an empty controller name"));
         }
+        // Relative to the container's cgroup ("/" is the container's own)
+        // and never out of it.
+        let raw = path;
         let path = Path::new(path.trim_start_matches('/'));
-        if path.as_os_str().is_empty() {
-            return Err(bad("no sub-cgroup path"));
-        }
-        // Relative to the container's cgroup and never out of it.
         if path
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
-            return Err(bad("the path must stay inside the container's cgroup"));
+            return Err(bad(&format!("{raw} is not a sub cgroup path")));
         }
         Ok(SubCgroup {
             arg: arg.to_owned(),
@@ -453,9 +453,13 @@ pub fn prepare_self_join_in(
             Some(s) => {
                 let d = dir.join(&s.path);
                 if !d.is_dir() {
+                    // runc's words: it fails writing the pid there.
                     return Err(CgroupError::SubCgroup {
                         arg: s.arg.clone(),
-                        why: format!("{} does not exist", d.display()),
+                        why: format!(
+                            "error adding pid to cgroups: {}: no such file or directory",
+                            d.join("cgroup.procs").display()
+                        ),
                     });
                 }
                 out.push(d);
@@ -525,7 +529,73 @@ pub fn prepare_self_join(cfg: &CgroupConfig) -> Result<Option<Vec<PathBuf>>, Cgr
         }
         dirs.push(dir);
     }
+    for (mount, name) in extra_hierarchies(&mountinfo) {
+        if !own
+            .lines()
+            .any(|l| l.split(':').nth(1) == Some(name.as_str()))
+        {
+            continue;
+        }
+        let dir = mount.join(rel);
+        std::fs::create_dir_all(&dir).map_err(|e| CgroupError::file(&cfg.path, &dir, e))?;
+        dirs.push(dir);
+    }
     Ok(Some(dirs))
+}
+
+/// The hierarchies no libcgroups controller names, with the name
+/// /proc/PID/cgroup gives them: v1's named ones (`name=systemd`) and, on a
+/// hybrid host, the cgroup2 mount (""). runc puts a container's processes
+/// in them too, so every line of /proc/PID/cgroup names its cgroup.
+fn extra_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let point = PathBuf::from(unescape_octal(pre.split(' ').nth(4)?));
+            let mut post = post.split(' ');
+            let (fstype, opts) = (post.next()?, post.nth(1)?);
+            match fstype {
+                "cgroup" => opts
+                    .split(',')
+                    .find(|o| o.starts_with("name="))
+                    .map(|n| (point, n.to_owned())),
+                "cgroup2" => Some((point, String::new())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Puts `pid` in the container's cgroup of every extra hierarchy (see
+/// [`extra_hierarchies`]) when the runtime itself is in them, on a v1 or
+/// hybrid host with cgroupfs. Best effort: a hierarchy the process cannot
+/// join changes no limit, so a failure is a warning.
+fn join_extras(cfg: &CgroupConfig, pid: i32) {
+    if cfg.systemd || !matches!(setup(), Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid)) {
+        return;
+    }
+    let (Ok(mountinfo), Ok(own)) = (
+        read_mountinfo(),
+        std::fs::read_to_string("/proc/self/cgroup"),
+    ) else {
+        return;
+    };
+    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
+    for (mount, name) in extra_hierarchies(&mountinfo) {
+        if !own
+            .lines()
+            .any(|l| l.split(':').nth(1) == Some(name.as_str()))
+        {
+            continue;
+        }
+        let dir = mount.join(rel);
+        let r = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        if let Err(e) = r {
+            crate::logger::warn(&format!("joining {}: {e}", dir.display()));
+        }
+    }
 }
 
 /// `/proc/self/mountinfo`, opened through a verified procfs handle (as
@@ -629,7 +699,12 @@ fn inherit_cpuset(cgroup: &Path, mount: &Path, rel: &Path, file: &str) -> Result
 /// moves the calling thread, which here is the whole process.
 pub fn join_self(dirs: &[PathBuf]) -> Result<(), CgroupError> {
     for d in dirs {
-        let tasks = d.join("tasks");
+        // v1's `tasks` moves only this thread (see above); cgroup2 has
+        // only `cgroup.procs`.
+        let tasks = match d.join("tasks") {
+            t if t.exists() => t,
+            _ => d.join("cgroup.procs"),
+        };
         if let Err(source) = std::fs::write(&tasks, "0") {
             return Err(CgroupError::JoinSelf { tasks, source });
         }
@@ -749,7 +824,10 @@ pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
     let mut pause = std::time::Duration::from_millis(10);
     for _ in 0..6 {
         match m.remove() {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                remove_extras(cfg);
+                return Ok(());
+            }
             Err(_) if !still_there(cfg) => return Ok(()),
             Err(e) => last = Some(e),
         }
@@ -799,10 +877,14 @@ fn dirs(cfg: &CgroupConfig) -> Vec<PathBuf> {
     ]
     .into_iter()
     .filter_map(v1_mount)
-    .chain([
-        PathBuf::from("/sys/fs/cgroup"),
-        PathBuf::from("/sys/fs/cgroup/unified"),
-    ])
+    .chain(
+        read_mountinfo()
+            .map(|i| extra_hierarchies(&i))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(m, _)| m),
+    )
+    .chain([PathBuf::from("/sys/fs/cgroup")])
     .map(|m| m.join(rel))
     .filter(|d| d.is_dir())
     .collect();
@@ -843,6 +925,22 @@ fn remove_children(cfg: &CgroupConfig) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                     Err(_) => {}
                 }
+            }
+        }
+    }
+}
+
+/// Removes what libcgroups leaves: the container's directories in the
+/// extra hierarchies (named ones, the hybrid cgroup2 mount).
+fn remove_extras(cfg: &CgroupConfig) {
+    for dir in dirs(cfg) {
+        kill_in(&dir);
+        for pause_ms in [0, 5, 10, 20, 40] {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(_) => {}
             }
         }
     }
@@ -903,7 +1001,9 @@ pub fn is_frozen(cfg: &CgroupConfig) -> bool {
 pub fn join(cfg: &CgroupConfig, pid: i32) -> Result<(), CgroupError> {
     manager(cfg)?
         .add_task(Pid::from_raw(pid))
-        .map_err(|e| err(cfg, e))
+        .map_err(|e| err(cfg, e))?;
+    join_extras(cfg, pid);
+    Ok(())
 }
 
 #[cfg(test)]
