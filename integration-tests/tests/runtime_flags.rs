@@ -384,7 +384,7 @@ fn a_hook_that_outlives_its_timeout_fails_the_create() {
     let c = rt.container("hooktimeout");
     let t0 = Instant::now();
     rt.run(["create", "--bundle", b.dir.to_str().unwrap(), &c.id])
-        .fails("createRuntime hook #0 (/bin/sleep): timed out after 1s");
+        .fails("error running hook #0 (createRuntime, /bin/sleep): timed out after 1s");
     let took = t0.elapsed();
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(4),
@@ -413,7 +413,7 @@ fn a_hook_that_outlives_its_timeout_fails_the_create() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stderr
-            .contains("poststart hook #0 (/bin/sleep): timed out after 1s"),
+            .contains("error running hook #0 (poststart, /bin/sleep): timed out after 1s"),
         "{r:?}"
     );
     assert!(t0.elapsed() < Duration::from_secs(4));

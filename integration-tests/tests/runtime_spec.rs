@@ -166,7 +166,7 @@ fn failing_hook_fails_create_and_leaves_nothing() {
     .unwrap();
     let c = rt.container("badhook");
     rt.run(["create", "--bundle", b.dir.to_str().unwrap(), &c.id])
-        .fails("createRuntime hook #0 (/bin/false): exit status 1");
+        .fails("error running hook #0 (createRuntime, /bin/false): exit status 1");
     assert!(!rt.root.path().join(&c.id).exists());
     assert!(!cgroup_dir("pids", &c.id).exists());
 }

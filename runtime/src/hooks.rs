@@ -13,7 +13,7 @@ use oci_spec::runtime::Hook;
 /// A hook that failed, and which one: the spec's hook list for `kind`
 /// (prestart, createRuntime, ...), its position there and its program.
 #[derive(Debug, thiserror::Error)]
-#[error("error running {kind} hook #{index} ({})", path.display())]
+#[error("error running hook #{index} ({kind}, {})", path.display())]
 pub struct HookError {
     pub kind: &'static str,
     pub index: usize,
@@ -164,13 +164,13 @@ mod tests {
         let e = run("createRuntime", Some(&failing), "{}").unwrap_err();
         assert_eq!(
             crate::error_chain(&e),
-            "error running createRuntime hook #0 (/bin/sh): exit status 3, stdout: out, stderr: err"
+            "error running hook #0 (createRuntime, /bin/sh): exit status 3, stdout: out, stderr: err"
         );
         let missing = hook("/nonexistent/hook", &[]);
         let e = run("prestart", Some(&missing), "{}").unwrap_err();
         assert_eq!(
             crate::error_chain(&e),
-            "error running prestart hook #0 (/nonexistent/hook): No such file or directory (os error 2)"
+            "error running hook #0 (prestart, /nonexistent/hook): No such file or directory (os error 2)"
         );
     }
 }
