@@ -917,15 +917,7 @@ fn remove_children(cfg: &CgroupConfig) {
         let mut children = Vec::new();
         below(&top, &mut children);
         for child in children {
-            kill_in(&child);
-            for pause_ms in [0, 5, 10, 20, 40] {
-                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-                match std::fs::remove_dir(&child) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => {}
-                }
-            }
+            kill_and_rmdir(&child);
         }
     }
 }
@@ -934,14 +926,20 @@ fn remove_children(cfg: &CgroupConfig) {
 /// extra hierarchies (named ones, the hybrid cgroup2 mount).
 fn remove_extras(cfg: &CgroupConfig) {
     for dir in dirs(cfg) {
-        kill_in(&dir);
-        for pause_ms in [0, 5, 10, 20, 40] {
-            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(_) => {}
-            }
+        kill_and_rmdir(&dir);
+    }
+}
+
+/// Kills what runs in a cgroup directory and removes it, retrying briefly
+/// while the killed processes go (about 75 ms in all); gone is removed.
+fn kill_and_rmdir(dir: &Path) {
+    kill_in(dir);
+    for pause_ms in [0, 5, 10, 20, 40] {
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        match std::fs::remove_dir(dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(_) => {}
         }
     }
 }
