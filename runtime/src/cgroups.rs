@@ -702,8 +702,8 @@ pub fn join_self(dirs: &[PathBuf]) -> Result<(), CgroupError> {
         // v1's `tasks` moves only this thread (see above); cgroup2 has
         // only `cgroup.procs`.
         let tasks = match d.join("tasks") {
-            t if t.exists() => t,
-            _ => d.join("cgroup.procs"),
+            t if !t.exists() && d.join("cgroup.procs").exists() => d.join("cgroup.procs"),
+            t => t,
         };
         if let Err(source) = std::fs::write(&tasks, "0") {
             return Err(CgroupError::JoinSelf { tasks, source });
@@ -1073,9 +1073,17 @@ mod tests {
         assert_eq!(s.controllers, ["memory", "pids"]);
         assert_eq!(s.path, Path::new("a/b"));
         assert!(SubCgroup::parse("x").unwrap().controllers.is_empty());
-        for bad in ["memory:../x", "memory:", ":x", "a/../../b", "memory,:x"] {
+        for bad in ["memory:../x", "..", ":x", "a/../../b", "memory,:x"] {
             assert!(SubCgroup::parse(bad).is_err(), "{bad}");
         }
+        // An empty path or "/" is the container's own cgroup, as in runc.
+        for own in ["memory:", "memory:/", "/"] {
+            assert_eq!(SubCgroup::parse(own).unwrap().path, Path::new(""), "{own}");
+        }
+        assert!(SubCgroup::parse("..")
+            .unwrap_err()
+            .to_string()
+            .ends_with(".. is not a sub cgroup path"));
         let all = SubCgroup::parse_all(&["pids:p".into(), "q".into()]).unwrap();
         assert_eq!(
             SubCgroup::for_controller(&all, "pids").unwrap().path,
