@@ -697,8 +697,29 @@ fn inherit_cpuset(cgroup: &Path, mount: &Path, rel: &Path, file: &str) -> Result
 /// Runs in the container's process, single-threaded, before anything else:
 /// moves it into `dirs` (from `prepare_self_join`). Writing "0" to `tasks`
 /// moves the calling thread, which here is the whole process.
+/// The cgroup2 directory among the dirs a process joins by itself (a
+/// hybrid host's unified hierarchy), to be born in (see process.rs).
+pub fn cgroup2_dir(dirs: &[PathBuf]) -> Option<&PathBuf> {
+    dirs.iter()
+        .find(|d| !d.join("tasks").exists() && d.join("cgroup.procs").exists())
+}
+
+/// Whether this process is already in cgroup2 directory `d` (born there):
+/// the `0::` line of /proc/self/cgroup is the end of `d`'s path.
+fn already_in_cgroup2(d: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|t| {
+        t.lines().any(|l| {
+            l.strip_prefix("0::")
+                .is_some_and(|p| p != "/" && d.ends_with(p.trim_start_matches('/')))
+        })
+    })
+}
+
 pub fn join_self(dirs: &[PathBuf]) -> Result<(), CgroupError> {
     for d in dirs {
+        if Some(d) == cgroup2_dir(std::slice::from_ref(d)) && already_in_cgroup2(d) {
+            continue;
+        }
         // v1's `tasks` moves only this thread (see above); cgroup2 has
         // only `cgroup.procs`.
         let tasks = match d.join("tasks") {
@@ -819,16 +840,20 @@ pub fn stats(cfg: &CgroupConfig) -> Result<libcgroups::stats::Stats, CgroupError
 /// that can vanish under it.
 pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
     let m = manager(cfg)?;
-    remove_children(cfg);
+    let dirs = dirs(cfg);
+    remove_children(&dirs);
     let mut last = None;
     let mut pause = std::time::Duration::from_millis(10);
     for _ in 0..6 {
         match m.remove() {
             Ok(()) => {
-                remove_extras(cfg);
+                // What libcgroups leaves: the extra hierarchies' directories.
+                for d in dirs.iter().filter(|d| d.is_dir()) {
+                    kill_and_rmdir(d);
+                }
                 return Ok(());
             }
-            Err(_) if !still_there(cfg) => return Ok(()),
+            Err(_) if !still_there(cfg, &dirs) => return Ok(()),
             Err(e) => last = Some(e),
         }
         std::thread::sleep(pause);
@@ -842,7 +867,7 @@ pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
 
 /// Whether a cgroupfs cgroup still has a directory in some hierarchy
 /// (always "yes" for systemd's, which are not directories we remove).
-fn still_there(cfg: &CgroupConfig) -> bool {
+fn still_there(cfg: &CgroupConfig, dirs: &[PathBuf]) -> bool {
     cfg.systemd
         || cfg
             .path
@@ -850,44 +875,25 @@ fn still_there(cfg: &CgroupConfig) -> bool {
             .unwrap_or(&cfg.path)
             .as_os_str()
             .is_empty()
-        || !dirs(cfg).is_empty()
+        || dirs.iter().any(|d| d.is_dir())
 }
 
 /// The directories of a cgroupfs cgroup, one per hierarchy that has it
-/// (none for systemd's or the root).
+/// (none for systemd's or the root). One read of mountinfo.
 fn dirs(cfg: &CgroupConfig) -> Vec<PathBuf> {
     let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
     if cfg.systemd || rel.as_os_str().is_empty() {
         return Vec::new();
     }
-    use libcgroups::v1::ControllerType as C;
-    let mut out: Vec<PathBuf> = [
-        C::Cpu,
-        C::CpuAcct,
-        C::CpuSet,
-        C::Devices,
-        C::HugeTlb,
-        C::Memory,
-        C::Pids,
-        C::PerfEvent,
-        C::Blkio,
-        C::NetworkPriority,
-        C::NetworkClassifier,
-        C::Freezer,
-    ]
-    .into_iter()
-    .filter_map(v1_mount)
-    .chain(
-        read_mountinfo()
-            .map(|i| extra_hierarchies(&i))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(m, _)| m),
-    )
-    .chain([PathBuf::from("/sys/fs/cgroup")])
-    .map(|m| m.join(rel))
-    .filter(|d| d.is_dir())
-    .collect();
+    let mountinfo = read_mountinfo().unwrap_or_default();
+    let mut out: Vec<PathBuf> = V1_CONTROLLERS
+        .into_iter()
+        .filter_map(|c| v1_mount_point(&mountinfo, c))
+        .chain(extra_hierarchies(&mountinfo).into_iter().map(|(m, _)| m))
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .map(|m| m.join(rel))
+        .filter(|d| d.is_dir())
+        .collect();
     // Co-mounted controllers (cpu,cpuacct) name one directory twice.
     out.sort();
     out.dedup();
@@ -899,7 +905,7 @@ fn dirs(cfg: &CgroupConfig) -> Vec<PathBuf> {
 /// in them, as runc's RemovePaths does: a cgroup with children cannot be
 /// removed, and libcgroups gives up on the other hierarchies at the first
 /// that fails.
-fn remove_children(cfg: &CgroupConfig) {
+fn remove_children(dirs: &[PathBuf]) {
     fn below(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
@@ -913,20 +919,12 @@ fn remove_children(cfg: &CgroupConfig) {
             }
         }
     }
-    for top in dirs(cfg) {
+    for top in dirs {
         let mut children = Vec::new();
-        below(&top, &mut children);
+        below(top, &mut children);
         for child in children {
             kill_and_rmdir(&child);
         }
-    }
-}
-
-/// Removes what libcgroups leaves: the container's directories in the
-/// extra hierarchies (named ones, the hybrid cgroup2 mount).
-fn remove_extras(cfg: &CgroupConfig) {
-    for dir in dirs(cfg) {
-        kill_and_rmdir(&dir);
     }
 }
 
@@ -963,15 +961,34 @@ pub fn check_before_create(cfg: &CgroupConfig) -> Result<(), CgroupError> {
     }
     // Allowed, as in runc, but worth a word: the new container shares its
     // limits (and a later `kill --all` or delete) with what is there.
-    if let Ok(found) = pids(cfg) {
-        if !found.is_empty() {
-            crate::logger::warn(&format!(
-                "container's cgroup is not empty: {} process(es) found",
-                found.len()
-            ));
-        }
+    let found = procs_in(cfg);
+    if found > 0 {
+        crate::logger::warn(&format!(
+            "container's cgroup is not empty: {found} process(es) found"
+        ));
     }
     Ok(())
+}
+
+/// How many processes an existing cgroupfs cgroup holds, from one
+/// hierarchy's `cgroup.procs` (as runc counts: the devices one on v1), 0
+/// when it does not exist. Cheap: no cgroup manager is built for it.
+fn procs_in(cfg: &CgroupConfig) -> usize {
+    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
+    if cfg.systemd || rel.as_os_str().is_empty() {
+        return 0;
+    }
+    let base = match setup() {
+        Ok(CgroupSetup::Unified) => PathBuf::from(common::DEFAULT_CGROUP_ROOT),
+        Ok(_) => match v1_mount(libcgroups::v1::ControllerType::Devices) {
+            Some(m) => m,
+            None => return 0,
+        },
+        Err(_) => return 0,
+    };
+    std::fs::read_to_string(base.join(rel).join("cgroup.procs"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }
 
 /// Whether the container's cgroup is frozen. Reads one file; any doubt
@@ -1049,11 +1066,12 @@ mod tests {
             systemd,
             name: String::new(),
         };
+        let there = |c: CgroupConfig| still_there(&c, &dirs(&c));
         let gone = format!("/berth-test-never-made-{}", std::process::id());
-        assert!(!still_there(&cfg(&gone, false)));
+        assert!(!there(cfg(&gone, false)));
         // Whatever cannot be told is taken as there, so removal goes on.
-        assert!(still_there(&cfg(&gone, true)));
-        assert!(still_there(&cfg("/", false)));
+        assert!(there(cfg(&gone, true)));
+        assert!(there(cfg("/", false)));
     }
 
     const MOUNTINFO: &str = "\
