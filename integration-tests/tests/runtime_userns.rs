@@ -53,7 +53,7 @@ fn userns_bundle(args: &[&str]) -> (tempfile::TempDir, Bundle) {
 /// left out: berth mounts it read-only as the spec says, runc 1.1 not (a
 /// recorded difference, see runc_differential.rs).
 const LOOK: &str = "id; cat /proc/self/uid_map /proc/self/gid_map; \
-    touch /tmp/written && ls -ln /tmp/written; \
+    touch /tmp/written && stat -c '%u %g %a %s %n' /tmp/written; \
     stat -c '%a %u %g %F %n' / /dev /dev/null /dev/zero /dev/full /dev/random \
       /dev/urandom /dev/tty /dev/ptmx /dev/pts /dev/shm /dev/mqueue /proc /sys /etc; \
     ls -1 /dev; ls /sys/fs/cgroup; \
@@ -111,7 +111,7 @@ fn exec_and_joining_by_path_as_under_runc() {
             &[
                 "sh",
                 "-c",
-                "id; cat /proc/self/uid_map; touch /tmp/e && ls -ln /tmp/e",
+                "id; cat /proc/self/uid_map; touch /tmp/e && stat -c '%u %g %a %s %n' /tmp/e",
             ][..],
             &["--user", "1000:1000", "id"][..],
             &["grep", "Cap", "/proc/self/status"][..],
@@ -127,7 +127,7 @@ fn exec_and_joining_by_path_as_under_runc() {
             out.push((r.code, r.stdout, message(&r.stderr)));
         }
         let pid = rt.state(&id)["pid"].as_i64().unwrap();
-        let (_d2, b2) = userns_bundle(&["sh", "-c", "id; cat /proc/self/uid_map; readlink /proc/self/ns/user; touch /tmp/j && ls -ln /tmp/j"]);
+        let (_d2, b2) = userns_bundle(&["sh", "-c", "id; cat /proc/self/uid_map; readlink /proc/self/ns/user; touch /tmp/j && stat -c '%u %g %a %s %n' /tmp/j"]);
         b2.edit_config(|c| {
             let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
             ns.retain(|n| n["type"] != "user");
@@ -165,7 +165,7 @@ fn bind_sources_the_mapped_root_cannot_reach_on_the_host() {
     std::fs::write(secret.join("sub/g"), "deep\n").unwrap();
     std::fs::write(secret.join("f"), "hidden\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let script = "cat /mnt/g /etc/motd; touch /mnt/new 2>&1; ls -ln /mnt";
+    let script = "cat /mnt/g /etc/motd; touch /mnt/new 2>&1; stat -c '%u %g %a %n' /mnt/*";
     let id = unique_id("userns-b");
     let mut seen = Vec::new();
     for w in BOTH {
