@@ -123,6 +123,11 @@ impl Drop for CriDaemon {
 /// own (`n` picks them: tests that run at once use different `n`), with no
 /// CNI configuration directory of the host's.
 pub fn daemon(n: u8) -> CriDaemon {
+    daemon_with(n, "")
+}
+
+/// [`daemon`] with more `[cri]` settings (TOML lines).
+pub fn daemon_with(n: u8, cri_extra: &str) -> CriDaemon {
     let cfg = tempfile::Builder::new()
         .prefix("berth-cri-config")
         .suffix(".toml")
@@ -133,7 +138,7 @@ pub fn daemon(n: u8) -> CriDaemon {
     std::fs::write(
         &path,
         format!(
-            "[cri]\ncni_conf_dir = {:?}\nbridge = \"bcri{n}\"\nsubnet = \"10.91.{n}.0/24\"\n",
+            "[cri]\ncni_conf_dir = {:?}\nbridge = \"bcri{n}\"\nsubnet = \"10.91.{n}.0/24\"\n{cri_extra}\n",
             conf_dir.display().to_string()
         ),
     )
@@ -162,12 +167,17 @@ pub struct Setup {
 
 /// [`daemon`] `n` with busybox pulled, as a kubelet pulls before a pod.
 pub async fn setup(n: u8) -> Setup {
+    setup_with(n, "").await
+}
+
+/// [`setup`] with more `[cri]` settings (TOML lines).
+pub async fn setup_with(n: u8, cri_extra: &str) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
     let std = image::standard(&tmp.path().join("std")).expect("fixture images");
     let reg = Registry::start().expect("registry");
     reg.push_layout(&std.layout, "busybox", "test/busybox", "latest")
         .expect("pushing busybox");
-    let d = daemon(n);
+    let d = daemon_with(n, cri_extra);
     let mut c = Cri::connect(&socket(&d)).await;
     let image = format!("{}/test/busybox:latest", reg.host());
     c.img

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod runtime;
 pub mod shim;
 pub mod streaming;
+pub mod tls;
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};

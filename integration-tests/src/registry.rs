@@ -105,70 +105,8 @@ impl Registry {
             dir.path().join("data").display()
         );
         if opts.tls {
-            // A CA and a leaf it signs: TLS clients (rustls) refuse a CA
-            // certificate used as the server's own.
+            crate::tls::make_ca_and_leaf(dir.path())?;
             let p = |n: &str| dir.path().join(n);
-            let ext = p("leaf.ext");
-            std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")?;
-            let steps: [Vec<std::ffi::OsString>; 3] = [
-                [
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=berth test CA",
-                    "-keyout",
-                ]
-                .iter()
-                .map(Into::into)
-                .chain([p("ca-key.pem").into(), "-out".into(), p("cert.pem").into()])
-                .collect(),
-                [
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-keyout",
-                ]
-                .iter()
-                .map(Into::into)
-                .chain([p("key.pem").into(), "-out".into(), p("leaf.csr").into()])
-                .collect(),
-                ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
-                    .iter()
-                    .map(Into::into)
-                    .chain([
-                        p("leaf.csr").into(),
-                        "-CA".into(),
-                        p("cert.pem").into(),
-                        "-CAkey".into(),
-                        p("ca-key.pem").into(),
-                        "-extfile".into(),
-                        ext.into(),
-                        "-out".into(),
-                        p("leaf.pem").into(),
-                    ])
-                    .collect(),
-            ];
-            for args in steps {
-                let out = Command::new("openssl")
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .output()
-                    .context("running openssl (install Debian's openssl package)")?;
-                if !out.status.success() {
-                    bail!(
-                        "openssl {args:?} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-            }
             config += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 p("leaf.pem").display(),

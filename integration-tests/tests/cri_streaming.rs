@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use berth_integration_tests::cri::{cri as pb, setup, Cri, Setup};
+use berth_integration_tests::cri::{cri as pb, setup, setup_with, Cri, Setup};
 use berth_integration_tests::streaming::{request, Spdy, SpdyFrame, Ws};
 use tonic::Code;
 
@@ -351,6 +351,55 @@ async fn exec_and_attach_over_websocket() {
             .status
             .unwrap();
     assert_eq!(st.state, pb::ContainerState::ContainerRunning as i32);
+    let _ = &s.d;
+}
+
+/// `[cri] stream_tls_cert/key`: the streaming URLs are https, an exec
+/// over WebSocket with TLS (Python's websocket-client, trusting the test
+/// CA) runs and reports its exit code, and the port speaks no plain HTTP.
+#[tokio::test]
+async fn exec_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    berth_integration_tests::tls::make_ca_and_leaf(certs.path()).unwrap();
+    let extra = format!(
+        "stream_tls_cert = {:?}\nstream_tls_key = {:?}\n",
+        certs.path().join("leaf.pem").display().to_string(),
+        certs.path().join("key.pem").display().to_string()
+    );
+    let mut s = setup_with(35, &extra).await;
+    let cfg = container_config("main", &s.image, "sleep 3600");
+    let (_pod, id) = pod_with(&mut s, "tls", cfg).await;
+    let url = exec_url(
+        &mut s.c,
+        exec_req(&id, &["sh", "-c", "echo over-tls; exit 3"], false, false),
+    )
+    .await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = certs.path().join("cert.pem");
+    let (u, c) = (url.clone(), ca.clone());
+    let py = blocking(move || {
+        std::process::Command::new(PYTHON)
+            .args(["-c", PY_TLS_CLIENT, &u, "v4.channel.k8s.io"])
+            .arg(&c)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        py.status.success(),
+        "python3 websocket-client over TLS: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(got["1"], "over-tls\n", "{got}");
+    let st: serde_json::Value = serde_json::from_str(got["3"].as_str().unwrap()).unwrap();
+    assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer (and starts nothing).
+    let url = exec_url(&mut s.c, exec_req(&id, &["true"], false, false)).await;
+    let plain = url.replace("https://", "http://");
+    let r = blocking(move || Ws::connect(&plain, &[]).map(|_| ())).await;
+    assert!(r.is_err(), "plain HTTP was served on the TLS port");
     let _ = &s.d;
 }
 
@@ -952,6 +1001,25 @@ func main() {
 /// Debian's interpreter, where `python3-websocket` (websocket-client)
 /// lives, whatever `python3` a PATH finds first.
 const PYTHON: &str = "/usr/bin/python3";
+
+/// [`PY_CLIENT`]'s TLS variant: argv[3] is the CA to trust; no stdin.
+const PY_TLS_CLIENT: &str = r#"
+import json, ssl, sys, websocket
+url, proto, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+ws = websocket.create_connection(url.replace("https://", "wss://"), subprotocols=[proto],
+                                 sslopt={"ca_certs": ca, "cert_reqs": ssl.CERT_REQUIRED})
+out = {"protocol": ws.subprotocol}
+while True:
+    try:
+        op, data = ws.recv_data()
+    except websocket.WebSocketConnectionClosedException:
+        break
+    if op == websocket.ABNF.OPCODE_CLOSE:
+        break
+    if data:
+        out[str(data[0])] = out.get(str(data[0]), "") + data[1:].decode()
+print(json.dumps(out))
+"#;
 
 const PY_CLIENT: &str = r#"
 import base64, json, sys, websocket

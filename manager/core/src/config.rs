@@ -85,6 +85,11 @@ subnet = "10.90.0.0/16"
 # kubelet) listens on 127.0.0.1 only, without authentication beyond its
 # single-use tokens; 0 picks a free port.
 stream_port = 0
+# Serve the streaming URLs over TLS (https://) with this certificate chain
+# and private key (PEM files; both or neither). berth makes no key pair of
+# its own: give one the kubelet's clients trust.
+# stream_tls_cert = "/etc/berth/stream.crt"
+# stream_tls_key = "/etc/berth/stream.key"
 
 # Runtime handlers (a pod's runtimeClassName), name = runtime binary. The
 # empty handler is berth's default runtime.
@@ -135,6 +140,9 @@ pub struct CriConfig {
     pub subnet: String,
     /// The streaming server's port on 127.0.0.1 (0: a free one).
     pub stream_port: u16,
+    /// TLS for the streaming server: certificate chain and key (PEM).
+    pub stream_tls_cert: Option<PathBuf>,
+    pub stream_tls_key: Option<PathBuf>,
     /// Runtime handler name -> runtime binary.
     pub runtimes: std::collections::BTreeMap<String, PathBuf>,
 }
@@ -150,6 +158,8 @@ impl Default for CriConfig {
             bridge: "berth-cri0".into(),
             subnet: "10.90.0.0/16".into(),
             stream_port: 0,
+            stream_tls_cert: None,
+            stream_tls_key: None,
             runtimes: Default::default(),
         }
     }
@@ -235,6 +245,11 @@ impl Config {
                 "max_concurrent_downloads must be at least 1".into(),
             ));
         }
+        if self.cri.stream_tls_cert.is_some() != self.cri.stream_tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "[cri] stream_tls_cert and stream_tls_key go together: give both or neither".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -291,6 +306,16 @@ fn sibling(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_tls_takes_a_certificate_and_a_key_together() {
+        let mut c = Config::default();
+        c.cri.stream_tls_cert = Some("/etc/berth/stream.crt".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("stream_tls_cert and stream_tls_key"), "{e}");
+        c.cri.stream_tls_key = Some("/etc/berth/stream.key".into());
+        c.validate().unwrap();
+    }
 
     #[test]
     fn file_overrides_defaults_and_typos_are_errors() {

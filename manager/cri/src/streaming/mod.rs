@@ -24,6 +24,7 @@ mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,8 @@ pub struct Server {
     addr: SocketAddr,
     m: Arc<Manager>,
     tokens: Tokens,
+    /// Whether connections are TLS (the URLs say https).
+    tls: bool,
 }
 
 /// The outstanding tokens.
@@ -125,6 +128,10 @@ impl Server {
     /// and serves until the runtime ends. Needs a tokio runtime.
     pub fn start(m: Arc<Manager>) -> std::io::Result<Arc<Server>> {
         let port = m.config.cri.stream_port;
+        let tls = match (&m.config.cri.stream_tls_cert, &m.config.cri.stream_tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let std_l = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_l.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(std_l)?;
@@ -132,8 +139,9 @@ impl Server {
             addr: l.local_addr()?,
             m,
             tokens: Tokens::default(),
+            tls: tls.is_some(),
         });
-        tracing::info!(address = %s.addr, "CRI streaming server");
+        tracing::info!(address = %s.addr, tls = s.tls, "CRI streaming server");
         let me = s.clone();
         tokio::spawn(async move {
             loop {
@@ -147,26 +155,47 @@ impl Server {
                 };
                 let _ = sock.set_nodelay(true);
                 let me = me.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let me = me.clone();
-                        async move { Ok::<_, std::convert::Infallible>(me.handle(req)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                        .with_upgrades()
-                        .await;
+                    match tls {
+                        // A handshake that fails or stalls ends the
+                        // connection, nothing else.
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE, acceptor.accept(sock)).await {
+                                Ok(Ok(s)) => me.serve(s).await,
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
+                        None => me.serve(sock).await,
+                    }
                 });
             }
         });
         Ok(s)
     }
 
+    /// Serves one connection (plain or TLS) with upgrades.
+    async fn serve<I>(self: Arc<Self>, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = hyper::service::service_fn(move |req| {
+            let me = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(me.handle(req)) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+            .with_upgrades()
+            .await;
+    }
+
     /// A new single-use URL for `p`.
     pub fn url(&self, p: Pending) -> Result<String, CriError> {
         let kind = p.kind();
         let token = self.tokens.insert(p, Instant::now())?;
-        Ok(format!("http://{}/{kind}/{token}", self.addr))
+        let scheme = if self.tls { "https" } else { "http" };
+        Ok(format!("{scheme}://{}/{kind}/{token}", self.addr))
     }
 
     fn handle(self: &Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -183,6 +212,35 @@ impl Server {
         }
         spdy_serve::upgrade(self.m.clone(), p, req)
     }
+}
+
+/// How long a client has for its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The TLS side of the streaming server, from PEM files: the certificate
+/// chain (leaf first) and its private key. HTTP/1.1 only (the upgrade).
+fn tls_acceptor(cert: &Path, key: &Path) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("[cri] {what} {}: {e}", p.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("stream_tls_cert", cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad("stream_tls_cert", cert, &"no certificate in it"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("stream_tls_key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("stream_tls_cert", cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad("stream_tls_key", key, &e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 pub(crate) fn text(code: StatusCode, msg: &str) -> Response<Body> {
