@@ -529,18 +529,25 @@ pub fn prepare_self_join(cfg: &CgroupConfig) -> Result<Option<Vec<PathBuf>>, Cgr
         }
         dirs.push(dir);
     }
-    for (mount, name) in extra_hierarchies(&mountinfo) {
-        if !own
-            .lines()
-            .any(|l| l.split(':').nth(1) == Some(name.as_str()))
-        {
-            continue;
-        }
+    for mount in extras_we_are_in(&mountinfo, &own) {
         let dir = mount.join(rel);
         std::fs::create_dir_all(&dir).map_err(|e| CgroupError::file(&cfg.path, &dir, e))?;
         dirs.push(dir);
     }
     Ok(Some(dirs))
+}
+
+/// The mount points of the extra hierarchies (see [`extra_hierarchies`])
+/// that this process's /proc/self/cgroup text `own` lists.
+fn extras_we_are_in(mountinfo: &str, own: &str) -> Vec<PathBuf> {
+    extra_hierarchies(mountinfo)
+        .into_iter()
+        .filter(|(_, name)| {
+            own.lines()
+                .any(|l| l.split(':').nth(1) == Some(name.as_str()))
+        })
+        .map(|(mount, _)| mount)
+        .collect()
 }
 
 /// The hierarchies no libcgroups controller names, with the name
@@ -582,13 +589,7 @@ fn join_extras(cfg: &CgroupConfig, pid: i32) {
         return;
     };
     let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
-    for (mount, name) in extra_hierarchies(&mountinfo) {
-        if !own
-            .lines()
-            .any(|l| l.split(':').nth(1) == Some(name.as_str()))
-        {
-            continue;
-        }
+    for mount in extras_we_are_in(&mountinfo, &own) {
         let dir = mount.join(rel);
         let r = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
