@@ -110,6 +110,39 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Gives freed heap back to the kernel once a burst of work is over (no
+/// event for half a second): glibc keeps what was freed for reuse, and a
+/// daemon that mostly waits between pod starts would carry it as resident
+/// memory (about 0.8 MiB with 10 pods, `scripts/bench-cri`). The trim runs
+/// on a blocking thread, after the requests have been answered.
+fn spawn_heap_trimmer(m: &Arc<Manager>) {
+    #[cfg(target_env = "gnu")]
+    {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut rx = m.events.subscribe();
+        tokio::spawn(async move {
+            const QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+            loop {
+                if let Err(RecvError::Closed) = rx.recv().await {
+                    return;
+                }
+                loop {
+                    match tokio::time::timeout(QUIET, rx.recv()).await {
+                        Ok(Err(RecvError::Closed)) => return,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
+                }
+                // SAFETY: malloc_trim only returns free memory of the
+                // allocator's arenas to the kernel; it takes no pointers.
+                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            }
+        });
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = m;
+}
+
 /// Parses a daemon command's arguments; `--help` and usage errors print
 /// and exit as clap does for the CLI's own commands.
 fn parse<T: Parser>(name: &str, args: Vec<OsString>) -> Result<T> {
@@ -166,6 +199,7 @@ fn serve(config: Config) -> Result<()> {
         );
         let orphans = m.snapshots.cleanup()?;
         let stats = berth_core::gc::collect(&m).await?;
+        spawn_heap_trimmer(&m);
         tracing::info!(
             orphans,
             leases_expired = stats.leases_expired,

@@ -196,6 +196,15 @@ pub fn serve(mut args: ShimArgs) -> Result<()> {
 /// Serves until shutdown; `args` were checked by the caller.
 fn serve_inner(args: &ShimArgs, ready: &mut std::fs::File) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a subreaper")?;
+    // One malloc arena: the shim runs one async thread, and glibc would
+    // give each blocking-pool thread (runtime calls, file work) an arena of
+    // its own that keeps what was freed; there is a shim per pod.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable of the allocator; no thread of
+    // ours exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let socket = socket_path(&args.socket_dir, &args.bundle)?;
     std::fs::DirBuilder::new()
         .recursive(true)
