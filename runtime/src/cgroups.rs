@@ -558,10 +558,9 @@ fn extra_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
     mountinfo
         .lines()
         .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let point = PathBuf::from(unescape_octal(pre.split(' ').nth(4)?));
-            let mut post = post.split(' ');
-            let (fstype, opts) = (post.next()?, post.nth(1)?);
+            let (point, fstype) = mountinfo_fields(line)?;
+            // FSTYPE SOURCE SUPER: the super options name the hierarchy.
+            let opts = line.split_once(" - ")?.1.split(' ').nth(2)?;
             match fstype {
                 "cgroup" => opts
                     .split(',')
@@ -695,14 +694,15 @@ fn inherit_cpuset(cgroup: &Path, mount: &Path, rel: &Path, file: &str) -> Result
     Ok(())
 }
 
-/// Runs in the container's process, single-threaded, before anything else:
-/// moves it into `dirs` (from `prepare_self_join`). Writing "0" to `tasks`
-/// moves the calling thread, which here is the whole process.
 /// The cgroup2 directory among the dirs a process joins by itself (a
 /// hybrid host's unified hierarchy), to be born in (see process.rs).
 pub fn cgroup2_dir(dirs: &[PathBuf]) -> Option<&PathBuf> {
-    dirs.iter()
-        .find(|d| !d.join("tasks").exists() && d.join("cgroup.procs").exists())
+    dirs.iter().find(|d| is_cgroup2_dir(d))
+}
+
+/// A cgroup2 directory has `cgroup.procs` and no v1 `tasks` file.
+fn is_cgroup2_dir(d: &Path) -> bool {
+    !d.join("tasks").exists() && d.join("cgroup.procs").exists()
 }
 
 /// Whether this process is already in cgroup2 directory `d` (born there):
@@ -716,16 +716,19 @@ fn already_in_cgroup2(d: &Path) -> bool {
     })
 }
 
+/// Runs in the container's process, single-threaded, before anything else:
+/// moves it into `dirs` (from `prepare_self_join`). Writing "0" to `tasks`
+/// moves the calling thread, which here is the whole process; cgroup2 has
+/// only `cgroup.procs` (and a process born there skips it).
 pub fn join_self(dirs: &[PathBuf]) -> Result<(), CgroupError> {
     for d in dirs {
-        if Some(d) == cgroup2_dir(std::slice::from_ref(d)) && already_in_cgroup2(d) {
-            continue;
-        }
-        // v1's `tasks` moves only this thread (see above); cgroup2 has
-        // only `cgroup.procs`.
-        let tasks = match d.join("tasks") {
-            t if !t.exists() && d.join("cgroup.procs").exists() => d.join("cgroup.procs"),
-            t => t,
+        let tasks = if is_cgroup2_dir(d) {
+            if already_in_cgroup2(d) {
+                continue;
+            }
+            d.join("cgroup.procs")
+        } else {
+            d.join("tasks")
         };
         if let Err(source) = std::fs::write(&tasks, "0") {
             return Err(CgroupError::JoinSelf { tasks, source });
@@ -743,8 +746,7 @@ pub fn apply_limits(
     apply(cfg, &m, resources)
 }
 
-/// Applies new limits to an existing container (`update`).
-/// Applies `resources` to a running container's cgroup. Device rules are
+/// Applies new limits to an existing container (`update`). Device rules are
 /// written only when `devices_changed`: rewriting unchanged ones ("deny
 /// all", then the allows) would deny the container its devices for a
 /// moment on v1, as runc's minimal transition avoids.
@@ -869,23 +871,22 @@ pub fn remove(cfg: &CgroupConfig) -> Result<(), CgroupError> {
 /// Whether a cgroupfs cgroup still has a directory in some hierarchy
 /// (always "yes" for systemd's, which are not directories we remove).
 fn still_there(cfg: &CgroupConfig, dirs: &[PathBuf]) -> bool {
-    cfg.systemd
-        || cfg
-            .path
-            .strip_prefix("/")
-            .unwrap_or(&cfg.path)
-            .as_os_str()
-            .is_empty()
-        || dirs.iter().any(|d| d.is_dir())
+    cgroupfs_rel(cfg).is_none() || dirs.iter().any(|d| d.is_dir())
+}
+
+/// A cgroupfs cgroup's path below each hierarchy's mount point; None for
+/// systemd's and for the root, which are not directories of ours.
+fn cgroupfs_rel(cfg: &CgroupConfig) -> Option<&Path> {
+    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
+    (!cfg.systemd && !rel.as_os_str().is_empty()).then_some(rel)
 }
 
 /// The directories of a cgroupfs cgroup, one per hierarchy that has it
 /// (none for systemd's or the root). One read of mountinfo.
 fn dirs(cfg: &CgroupConfig) -> Vec<PathBuf> {
-    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
-    if cfg.systemd || rel.as_os_str().is_empty() {
+    let Some(rel) = cgroupfs_rel(cfg) else {
         return Vec::new();
-    }
+    };
     let mountinfo = read_mountinfo().unwrap_or_default();
     let mut out: Vec<PathBuf> = V1_CONTROLLERS
         .into_iter()
@@ -975,10 +976,9 @@ pub fn check_before_create(cfg: &CgroupConfig) -> Result<(), CgroupError> {
 /// hierarchy's `cgroup.procs` (as runc counts: the devices one on v1), 0
 /// when it does not exist. Cheap: no cgroup manager is built for it.
 fn procs_in(cfg: &CgroupConfig) -> usize {
-    let rel = cfg.path.strip_prefix("/").unwrap_or(&cfg.path);
-    if cfg.systemd || rel.as_os_str().is_empty() {
+    let Some(rel) = cgroupfs_rel(cfg) else {
         return 0;
-    }
+    };
     let base = match setup() {
         Ok(CgroupSetup::Unified) => PathBuf::from(common::DEFAULT_CGROUP_ROOT),
         Ok(_) => match v1_mount(libcgroups::v1::ControllerType::Devices) {

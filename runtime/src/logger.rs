@@ -130,6 +130,14 @@ pub fn debug(msg: &str) {
     log(Level::Debug, msg)
 }
 
+/// [`debug`] of a message built only when `--debug` asked for it: the
+/// launch path logs a few, and formats nothing without it.
+pub fn debug_with(msg: impl FnOnce() -> String) {
+    if LOGGER.get().is_some_and(|l| l.max >= Level::Debug) {
+        debug(&msg())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,8 +175,6 @@ fn send_listener(
     Ok(())
 }
 
-/// Clones the child, drives it through setup, and returns once it is ready
-/// (blocked on the exec fifo, or about to exec for `exec`).
 /// clone3(2) with CLONE_INTO_CGROUP (Linux 5.7): as the plain clone of
 /// [`launch`], the child starting in the cgroup2 directory `cgroup`. -1
 /// where the kernel (or a seccomp filter around us) refuses it, so the
@@ -224,15 +222,17 @@ fn clone_into_cgroup(flags: libc::c_ulong, cgroup: std::os::fd::RawFd) -> libc::
     }
 }
 
+/// Clones the child, drives it through setup, and returns once it is ready
+/// (blocked on the exec fifo, or about to exec for `exec`).
 pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
     let flags = l.init.plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     let mode = l.init.mode;
     // `--debug` lines name the steps as runc's do ("nsexec container
     // setup", "child process in init()", ...): tools and runc's own tests
     // look for those phrases.
-    crate::logger::debug(&format!(
-        "nsexec container setup: cloning the container process (flags {flags:#x})"
-    ));
+    crate::logger::debug_with(|| {
+        format!("nsexec container setup: cloning the container process (flags {flags:#x})")
+    });
     // On a hybrid host the child joins the cgroup2 hierarchy too; moving a
     // process there costs an RCU grace period (8-12 ms here), being born
     // there nothing: clone3 with CLONE_INTO_CGROUP, where the kernel has it.
@@ -298,19 +298,23 @@ pub fn launch(l: Launch<'_>) -> Result<Launched, LaunchError> {
         CgroupAction::Join(cfg) => crate::cgroups::join(cfg, pid)?,
     }
     parent.send(&Msg::Go)?;
-    crate::logger::debug(&format!(
-        "child process in init(): pid {pid} sets up the {}",
-        if mode == crate::init::Mode::Init {
-            "container"
-        } else {
-            "process joining the container"
-        }
-    ));
+    crate::logger::debug_with(|| {
+        format!(
+            "child process in init(): pid {pid} sets up the {}",
+            if mode == crate::init::Mode::Init {
+                "container"
+            } else {
+                "process joining the container"
+            }
+        )
+    });
     loop {
         match parent.recv() {
             Ok(Msg::Pid(p)) => {
                 // The child forked into a pid namespace; it exits now.
-                crate::logger::debug(&format!("forwarding pid {p} of the pid namespace's init"));
+                crate::logger::debug_with(|| {
+                    format!("forwarding pid {p} of the pid namespace's init")
+                });
                 let _ = waitpid(Pid::from_raw(pid), None);
                 reaper.pids = vec![p];
                 pid = p;

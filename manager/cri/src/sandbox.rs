@@ -331,7 +331,6 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
     let (net_mode, pid_mode, ipc_mode) = namespace_modes(&c);
     let mut undo = Undo::default();
     let mut network = None;
-    let mut netns_made = None;
     let r = async {
         let mut meta = SandboxMeta {
             config: c.clone(),
@@ -378,16 +377,13 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
                 .push(("network".into(), a.netns.display().to_string()));
             meta.net_dir = Some(dir.clone());
             // The plugins run while the infra container is made and
-            // started: the infra needs only the namespace, which
-            // `prepare` makes first and reports at once.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            netns_made = Some(rx);
-            network = Some(tokio::task::spawn_blocking(move || {
-                let made = cni::prepare(&dir, &a);
-                let _ = tx.send(made.is_ok());
-                made?;
-                cni::attach(&dir, a)
-            }));
+            // started: the infra needs only the namespace, made first.
+            let d = dir.clone();
+            let a = tokio::task::spawn_blocking(move || cni::prepare(&d, &a).map(|()| a))
+                .await
+                .map_err(|e| CriError::Internal(e.to_string()))?
+                .map_err(CriError::core("setting up the pod network"))?;
+            network = Some(tokio::task::spawn_blocking(move || cni::attach(&dir, a)));
         }
         let privileged = c
             .linux
@@ -433,11 +429,6 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
         // applies it; otherwise the infra starts beside the plugins.
         if needs_interfaces(&c) {
             finish_network(cri, &id, network.take()).await?;
-        } else if let Some(made) = netns_made.take() {
-            if made.await != Ok(true) {
-                // The namespace failed: the join has the reason.
-                finish_network(cri, &id, network.take()).await?;
-            }
         }
         let etc = container::dir(&cri.m, NAMESPACE, &id);
         let resolv = etc.join("resolv.conf");

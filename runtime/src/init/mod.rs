@@ -605,9 +605,6 @@ fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
     Err(InitError::NotInPath(name.to_owned()))
 }
 
-/// chdir into the process's cwd, then make sure it really is inside the
-/// container: a leaked host directory fd could otherwise give a cwd outside
-/// the root (CVE-2024-21626).
 /// The first attempt at the cwd, as root with the runtime's capabilities:
 /// `false` when permission was refused (the user switch may grant it),
 /// every other failure is final.
@@ -622,6 +619,9 @@ fn try_enter_cwd(cwd: &Path) -> Res<bool> {
     }
 }
 
+/// chdir into the process's cwd, then make sure it really is inside the
+/// container: a leaked host directory fd could otherwise give a cwd outside
+/// the root (CVE-2024-21626).
 fn enter_cwd(cwd: &Path) -> Res<()> {
     nix::unistd::chdir(cwd).map_err(|source| InitError::Chdir {
         cwd: cwd.to_path_buf(),

@@ -56,8 +56,9 @@ fn recursive_option(opt: &str) -> Option<(u64, u64)> {
         "rexec" => (0, ATTR_NOEXEC),
         "rnodiratime" => (ATTR_NODIRATIME, 0),
         "rdiratime" => (0, ATTR_NODIRATIME),
-        "rrelatime" => (ATTR_RELATIME, ATTR_ATIME_MASK),
-        "rnorelatime" | "ratime" | "rnostrictatime" => (ATTR_RELATIME, ATTR_ATIME_MASK),
+        "rrelatime" | "rnorelatime" | "ratime" | "rnostrictatime" => {
+            (ATTR_RELATIME, ATTR_ATIME_MASK)
+        }
         "rnoatime" => (ATTR_NOATIME, ATTR_ATIME_MASK),
         "rstrictatime" => (ATTR_STRICTATIME, ATTR_ATIME_MASK),
         "rnosymfollow" => (ATTR_NOSYMFOLLOW, 0),
