@@ -132,6 +132,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Runs [`PY_CLIENT`] on `url` with subprotocol `proto`, `stdin` sent (if
+/// any), trusting the CA at `ca` for an https URL; its JSON output.
+async fn py_client(
+    url: &str,
+    proto: &str,
+    stdin: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(PYTHON);
+    cmd.args(["-c", PY_CLIENT, url, proto]).args(stdin);
+    if let Some(ca) = ca {
+        cmd.env("CA", ca);
+    }
+    let py = blocking(move || cmd.output().unwrap()).await;
+    assert!(
+        py.status.success(),
+        "Debian's python3 with websocket-client (apt install python3-websocket): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    serde_json::from_slice(&py.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn exec_and_attach_over_websocket() {
     let mut s = setup(30).await;
@@ -249,37 +271,13 @@ async fn exec_and_attach_over_websocket() {
         exec_req(&id, &["sh", "-c", "echo py; exit 2"], false, false),
     )
     .await;
-    let py = blocking(move || {
-        std::process::Command::new(PYTHON)
-            .args(["-c", PY_CLIENT, &url, "v4.base64.channel.k8s.io"])
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(
-        py.status.success(),
-        "Debian's python3 with websocket-client (apt install python3-websocket): {}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let got = py_client(&url, "v4.base64.channel.k8s.io", None, None).await;
     assert_eq!(got["protocol"], "v4.base64.channel.k8s.io");
     assert_eq!(got["1"], "py\n", "{got}");
     let st: serde_json::Value = serde_json::from_str(got["3"].as_str().unwrap()).unwrap();
     assert_eq!(st["details"]["causes"][0]["message"], "2", "{st}");
     let url = exec_url(&mut s.c, exec_req(&id, &["head", "-n1"], true, false)).await;
-    let py = blocking(move || {
-        std::process::Command::new(PYTHON)
-            .args(["-c", PY_CLIENT, &url, "v4.channel.k8s.io", "from python\n"])
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let got = py_client(&url, "v4.channel.k8s.io", Some("from python\n"), None).await;
     assert_eq!(got["1"], "from python\n", "{got}");
     assert_eq!(got["3"], r#"{"metadata":{},"status":"Success"}"#);
 
@@ -376,21 +374,7 @@ async fn exec_over_tls() {
     .await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let ca = certs.path().join("cert.pem");
-    let (u, c) = (url.clone(), ca.clone());
-    let py = blocking(move || {
-        std::process::Command::new(PYTHON)
-            .args(["-c", PY_TLS_CLIENT, &u, "v4.channel.k8s.io"])
-            .arg(&c)
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(
-        py.status.success(),
-        "python3 websocket-client over TLS: {}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let got = py_client(&url, "v4.channel.k8s.io", None, Some(&ca)).await;
     assert_eq!(got["1"], "over-tls\n", "{got}");
     let st: serde_json::Value = serde_json::from_str(got["3"].as_str().unwrap()).unwrap();
     assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
@@ -995,36 +979,20 @@ func main() {
 }
 "#;
 
-/// Python's websocket-client: connects to argv[1] with subprotocol
-/// argv[2], sends argv[3] (if any) on stdin, and prints each channel's
-/// text as JSON.
 /// Debian's interpreter, where `python3-websocket` (websocket-client)
 /// lives, whatever `python3` a PATH finds first.
 const PYTHON: &str = "/usr/bin/python3";
 
-/// [`PY_CLIENT`]'s TLS variant: argv[3] is the CA to trust; no stdin.
-const PY_TLS_CLIENT: &str = r#"
-import json, ssl, sys, websocket
-url, proto, ca = sys.argv[1], sys.argv[2], sys.argv[3]
-ws = websocket.create_connection(url.replace("https://", "wss://"), subprotocols=[proto],
-                                 sslopt={"ca_certs": ca, "cert_reqs": ssl.CERT_REQUIRED})
-out = {"protocol": ws.subprotocol}
-while True:
-    try:
-        op, data = ws.recv_data()
-    except websocket.WebSocketConnectionClosedException:
-        break
-    if op == websocket.ABNF.OPCODE_CLOSE:
-        break
-    if data:
-        out[str(data[0])] = out.get(str(data[0]), "") + data[1:].decode()
-print(json.dumps(out))
-"#;
-
+/// Python's websocket-client: connects to argv[1] with subprotocol
+/// argv[2], sends argv[3] (if any) on stdin, and prints each channel's
+/// text as JSON.
 const PY_CLIENT: &str = r#"
-import base64, json, sys, websocket
+import base64, json, os, sys, websocket
 url, proto = sys.argv[1], sys.argv[2]
-ws = websocket.create_connection(url.replace("http://", "ws://"), subprotocols=[proto])
+# With TLS (an https URL), the CA to trust comes in $CA.
+ssl = {"ca_certs": os.environ["CA"]} if url.startswith("https://") else None
+url = url.replace("https://", "wss://").replace("http://", "ws://")
+ws = websocket.create_connection(url, subprotocols=[proto], sslopt=ssl)
 b64 = "base64" in proto
 if len(sys.argv) > 3:
     data = sys.argv[3].encode()
