@@ -764,6 +764,13 @@ async fn bad_requests_get_a_clear_status_and_leave_nothing() {
         "{net:?}"
     );
     assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
+    // A pod on it fails with the plugin's cause. The failed ADD removes the
+    // namespace at once, while the infra is still being made: the infra's
+    // failure to open it is a consequence and must not be what is reported.
+    let (code, msg) = code_and_message(run_pod(&mut s.c, &pc).await);
+    assert_eq!(code, Code::Internal, "{msg}");
+    assert!(msg.contains("no-such-plugin"), "{msg}");
+    assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
     std::fs::remove_file(&conf).unwrap();
     let st =
         s.c.rt

@@ -454,11 +454,18 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
         Ok(()) => Ok(id),
         Err(e) => {
             // A network still being set up finishes before it is undone.
-            if let Some(n) = network {
-                let _ = n.await;
-            }
+            // When its plugins failed, that is the cause to report: the
+            // failed ADD removes the namespace, which the infra, started
+            // meanwhile, may then have failed to open.
+            let cause = match network {
+                Some(n) => match n.await {
+                    Ok(Err(ne)) => Some(CriError::core("setting up the pod network")(ne)),
+                    _ => None,
+                },
+                None => None,
+            };
             undo.run(cri).await;
-            Err(e)
+            Err(cause.unwrap_or(e))
         }
     }
 }
