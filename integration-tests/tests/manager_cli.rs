@@ -78,9 +78,13 @@ fn run_returns_the_exit_code_and_output_and_leaves_nothing() {
         (
             &["busybox", "/nonexistent"][..],
             127,
-            "\"/nonexistent\": ENOENT",
+            "\"/nonexistent\": stat /nonexistent: no such file or directory",
         ),
-        (&["busybox", "/etc/passwd"][..], 126, "EACCES"),
+        (
+            &["busybox", "/etc/passwd"][..],
+            126,
+            "\"/etc/passwd\": permission denied",
+        ),
         (
             &["--memory", "12x", "busybox", "true"][..],
             125,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::commands::create::CreateArgs;
@@ -303,14 +304,19 @@ pub fn main() -> i32 {
     // from a process that exited 1 by it.
     let is_exec = matches!(cli.command, Command::Exec(_));
     let result = match cli.command {
-        Command::Create(a) => commands::create::create_cmd(&g, &a).map(|()| 0),
+        // runc prefixes every failure of create and run with the command
+        // (its help already reads `runc <command>`, and so do these).
+        Command::Create(a) => commands::create::create_cmd(&g, &a)
+            .map(|()| 0)
+            .context("runc create failed"),
         Command::Start { id } => commands::start::start(&g, &id).map(|()| 0),
         Command::Run {
             create,
             detach,
             keep,
             no_subreaper,
-        } => commands::create::run(&g, &create, detach, keep, no_subreaper),
+        } => commands::create::run(&g, &create, detach, keep, no_subreaper)
+            .context("runc run failed"),
         Command::State { id } => commands::state::state(&g, &id).map(|()| 0),
         Command::Kill { all, id, signal } => {
             commands::kill::kill(&g, &id, signal.as_deref(), all).map(|()| 0)

@@ -29,7 +29,8 @@ pub enum LaunchError {
     Hook(#[from] crate::hooks::HookError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
-    #[error("container init: {0}")]
+    /// runc's wording: callers (podman, Docker) look for the cause after it.
+    #[error("unable to start container process: {0}")]
     Child(String),
     /// The seccomp agent at `listenerPath` could not be reached (runc's
     /// wording).

@@ -385,13 +385,18 @@ pub fn main(daemon: &dyn Daemon) -> std::process::ExitCode {
 /// docker's codes for a command that could not be run in the container:
 /// 127 when it does not exist, 126 when it cannot be executed, else 125.
 /// Read from the runtime's message, which the shim passes on: berth-runtime
-/// names the errno, runc (Go) writes "executable file not found" and
-/// "permission denied".
+/// and runc write Go's words ("executable file not found", "no such file or
+/// directory", "permission denied"); other runtimes name the errno.
 fn exec_failure_code(msg: &str) -> u8 {
     let has = |words: &[&str]| words.iter().any(|w| msg.contains(w));
     if !msg.contains("exec: ") {
         125
-    } else if has(&["ENOENT", "No such file", "executable file not found"]) {
+    } else if has(&[
+        "ENOENT",
+        "No such file",
+        "no such file or directory",
+        "executable file not found",
+    ]) {
         127
     } else if has(&["EACCES", "Permission denied", "permission denied"]) {
         126
@@ -553,6 +558,13 @@ mod tests {
                 "unable to start container process: exec: \"/etc\": permission denied"
             ),
             126
+        );
+        assert_eq!(
+            exec_failure_code(
+                "runc create failed: unable to start container process: exec: \"/nope\": \
+                 stat /nope: no such file or directory"
+            ),
+            127
         );
         // Anything else is berth's own failure.
         assert_eq!(exec_failure_code("image not found: nope"), 125);

@@ -73,13 +73,12 @@ pub enum InitError {
     },
     #[error("args must not be empty")]
     NoArgs,
-    /// `args[0]` names a path that is not executable.
-    #[error("exec: {name:?}")]
-    NotExecutable {
-        name: String,
-        #[source]
-        source: nix::Error,
-    },
+    /// `args[0]` names a path that is not executable. Worded as Go's
+    /// `exec.LookPath` in runc: Docker and podman match the lower-case
+    /// errno text ("no such file or directory" means exit status 127,
+    /// "permission denied" 126), so it is the message, not a source.
+    #[error("exec: {name:?}: {}", go_lookpath_error(.name, *.errno))]
+    NotExecutable { name: String, errno: nix::Error },
     #[error("exec: {0:?}: executable file not found in $PATH")]
     NotInPath(String),
     #[error("chdir to cwd ({})", .cwd.display())]
@@ -151,4 +150,20 @@ pub(super) fn send(what: &'static str) -> impl FnOnce(SyncError) -> InitError {
 /// For `map_err`: `what` holds a NUL byte.
 pub(super) fn nul(what: &'static str) -> impl FnOnce(std::ffi::NulError) -> InitError {
     move |source| InitError::Nul { what, source }
+}
+
+/// What Go's `exec.LookPath` says for a path it cannot use: a failed stat
+/// as `stat PATH: errno text`, anything else as permission denied.
+fn go_lookpath_error(name: &str, e: nix::Error) -> String {
+    if e == nix::Error::EACCES {
+        return "permission denied".into();
+    }
+    let mut desc = e.desc().chars();
+    let text: String = desc
+        .next()
+        .into_iter()
+        .flat_map(char::to_lowercase)
+        .chain(desc)
+        .collect();
+    format!("stat {name}: {text}")
 }

@@ -582,11 +582,18 @@ fn with_home(mut env: Vec<String>, uid: u32) -> Vec<String> {
 fn lookup(name: &str, env: &[String]) -> Res<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return match nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK) {
+        // As Go's LookPath: a directory is not executable either.
+        let found = nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK).and_then(|()| {
+            match nix::sys::stat::stat(&p)?.st_mode & nix::libc::S_IFMT {
+                nix::libc::S_IFDIR => Err(nix::Error::EACCES),
+                _ => Ok(()),
+            }
+        });
+        return match found {
             Ok(()) => Ok(p),
-            Err(source) => Err(InitError::NotExecutable {
+            Err(errno) => Err(InitError::NotExecutable {
                 name: name.to_owned(),
-                source,
+                errno,
             }),
         };
     }
@@ -770,6 +777,22 @@ mod tests {
                 .map_err(chain)
                 .unwrap_err(),
             "exec: \"nonexistent-binary\": executable file not found in $PATH"
+        );
+        // Go's LookPath words, which Docker and podman match to pick 127/126.
+        assert_eq!(
+            lookup("/", &[]).map_err(chain).unwrap_err(),
+            "exec: \"/\": permission denied"
+        );
+        assert_eq!(
+            lookup("/nonexistent/x", &[]).map_err(chain).unwrap_err(),
+            "exec: \"/nonexistent/x\": stat /nonexistent/x: no such file or directory"
+        );
+        assert_eq!(
+            chain(InitError::NotExecutable {
+                name: "/etc/passwd".into(),
+                errno: nix::Error::EACCES,
+            }),
+            "exec: \"/etc/passwd\": permission denied"
         );
         assert_eq!(
             chain(InitError::Chdir {
