@@ -12,6 +12,7 @@
 //! - [`bins`]: where the workspace's built binaries are;
 //! - [`cri`]: the Kubernetes CRI as a kubelet speaks it, and a daemon with a
 //!   pod network of its own;
+//! - [`kubelet`]: pod and container configs and the calls a kubelet makes;
 //! - [`manager`]: a real `berth serve` daemon in a temporary root, and its CLI;
 //! - [`proxy`]: a TCP proxy that throttles, cuts or corrupts registry traffic;
 //! - [`runtime`]: drives `berth-runtime` (or any runc-compatible binary)
@@ -24,6 +25,7 @@ pub mod bins;
 pub mod cri;
 pub mod differential;
 pub mod fixtures;
+pub mod kubelet;
 pub mod manager;
 pub mod proxy;
 pub mod registry;

@@ -364,9 +364,15 @@ fn status(cri: &Cri) -> cri::StatusResponse {
         }),
         runtime_handlers: std::iter::once(String::new())
             .chain(cri.m.config.cri.runtimes.keys().cloned())
+            // What the kubelet may then ask: recursive read-only mounts
+            // (the runtime's `rro`); not user namespaces, which pods are
+            // refused.
             .map(|name| cri::RuntimeHandler {
                 name,
-                features: None,
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: true,
+                    user_namespaces: false,
+                }),
             })
             .collect(),
         ..Default::default()

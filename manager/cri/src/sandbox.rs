@@ -309,6 +309,12 @@ pub async fn run(cri: &Arc<Cri>, req: cri::RunPodSandboxRequest) -> Result<Strin
     let runtime = runtime_for(cri, &req.runtime_handler)?;
     let cgroup_parent = cgroup_parent(&c)?;
     let seccomp = security::pod_seccomp(&c)?;
+    security::userns(
+        c.linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref()),
+    )?;
     let t0 = std::time::Instant::now();
     let _guard = cri.pods_lock.lock().await;
     for (_, other) in store::all::<SandboxMeta>(&cri.m, KIND)? {

@@ -115,6 +115,59 @@ pub fn apparmor(s: &cri::LinuxContainerSecurityContext) -> Result<(), CriError> 
     Ok(())
 }
 
+/// A user namespace for the pod (`hostUsers: false`): refused, not
+/// ignored, since ignoring it would run the pod's root as the host's root.
+/// Kubelets from 1.30 ask only runtimes whose handler features say
+/// `user_namespaces`, which berth's do not; older ones ask anyway.
+pub fn userns(o: Option<&cri::NamespaceOption>) -> Result<(), CriError> {
+    let mode = o
+        .and_then(|o| o.userns_options.as_ref())
+        .map(|u| u.mode)
+        .unwrap_or(cri::NamespaceMode::Node as i32);
+    if mode == cri::NamespaceMode::Node as i32 {
+        return Ok(());
+    }
+    Err(CriError::Unsupported(
+        "a user namespace for the pod (hostUsers: false): berth runs pods in the host's \
+         user namespace; set hostUsers: true"
+            .into(),
+    ))
+}
+
+/// What a container config may ask that berth cannot give yet, each
+/// refused with what to change rather than ignored: CDI devices (in the
+/// field or as `cdi.k8s.io/` annotations), image volumes and idmapped
+/// mounts.
+pub fn unsupported_container_fields(c: &cri::ContainerConfig) -> Result<(), CriError> {
+    let cdi_annotation = c.annotations.keys().find(|k| k.starts_with("cdi.k8s.io/"));
+    if let Some(d) = c.cdi_devices.first() {
+        return Err(CriError::Unsupported(format!(
+            "CDI device {:?}: berth does not read CDI specs",
+            d.name
+        )));
+    }
+    if let Some(k) = cdi_annotation {
+        return Err(CriError::Unsupported(format!(
+            "CDI device annotation {k:?}: berth does not read CDI specs"
+        )));
+    }
+    for m in &c.mounts {
+        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+            return Err(CriError::Unsupported(format!(
+                "an image volume at {}",
+                m.container_path
+            )));
+        }
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(CriError::Unsupported(format!(
+                "an idmapped mount at {} (user namespaces)",
+                m.container_path
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

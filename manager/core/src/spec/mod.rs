@@ -33,6 +33,12 @@ pub enum SpecError {
     BadNetwork(String),
     #[error("bind mount {0:?}: source and destination must be absolute paths")]
     BadMount(String),
+    #[error(
+        "bind mount at {0}: a recursive read-only mount must be read-only with private propagation"
+    )]
+    BadRecursiveReadonly(String),
+    #[error("memory+swap limit {swap} is below the memory limit {memory}")]
+    BadSwap { swap: i64, memory: i64 },
     #[error("the image has no command to run: give one")]
     NoCommand,
     #[error("cgroup parent {0:?}: give an absolute cgroup path without `..`")]
@@ -115,6 +121,13 @@ pub struct PodOptions {
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
     pub oom_score_adj: Option<i32>,
+    /// Memory plus swap in bytes (0: unset, -1: unlimited); only with a
+    /// memory limit.
+    pub memory_swap: i64,
+    /// hugetlb limits in bytes by page size (`2MB`, `1GB`).
+    pub hugepage_limits: Vec<(String, u64)>,
+    /// cgroup v2 files to write (`memory.high` and the like).
+    pub unified: std::collections::BTreeMap<String, String>,
     /// Replace the default masked / read-only paths when set.
     pub masked_paths: Option<Vec<String>>,
     pub readonly_paths: Option<Vec<String>>,
@@ -155,6 +168,11 @@ pub struct Bind {
     pub readonly: bool,
     /// `rprivate` (the default when empty), `rslave` or `rshared`.
     pub propagation: String,
+    /// Read-only all the way down: submounts of the source too (the
+    /// runtime's `rro`, `mount_setattr(AT_RECURSIVE)`). Needs `readonly`
+    /// and private propagation, since a submount propagated in later would
+    /// not be read-only.
+    pub recursive_readonly: bool,
 }
 
 /// What a container takes from its image config.

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
-    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    Process, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::{
@@ -293,11 +293,24 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Mount>, SpecError> {
             )));
         }
         let mode = if m.readonly { "ro" } else { "rw" };
+        let prop = propagation(&m.propagation)?;
+        if m.recursive_readonly {
+            if !m.readonly || prop != "rprivate" {
+                return Err(SpecError::BadRecursiveReadonly(m.destination.clone()));
+            }
+            v.push(mount(
+                &m.destination,
+                "bind",
+                &m.source,
+                &["rbind", prop, mode, "rro"],
+            )?);
+            continue;
+        }
         v.push(mount(
             &m.destination,
             "bind",
             &m.source,
-            &["rbind", propagation(&m.propagation)?, mode],
+            &["rbind", prop, mode],
         )?);
     }
     for (dest, src) in i.volumes {
@@ -315,14 +328,36 @@ fn resources(o: &Options) -> Result<LinuxResources, SpecError> {
             .access("rwm")
             .build()?])
         .build()?;
+    let p = &o.pod;
     if o.memory_bytes > 0 {
-        r.set_memory(Some(
-            LinuxMemoryBuilder::default()
-                .limit(o.memory_bytes)
-                .build()?,
+        let mut m = LinuxMemoryBuilder::default().limit(o.memory_bytes);
+        if p.memory_swap != 0 {
+            if p.memory_swap != -1 && p.memory_swap < o.memory_bytes {
+                return Err(SpecError::BadSwap {
+                    swap: p.memory_swap,
+                    memory: o.memory_bytes,
+                });
+            }
+            m = m.swap(p.memory_swap);
+        }
+        r.set_memory(Some(m.build()?));
+    }
+    if !p.hugepage_limits.is_empty() {
+        r.set_hugepage_limits(Some(
+            p.hugepage_limits
+                .iter()
+                .map(|(size, limit)| {
+                    LinuxHugepageLimitBuilder::default()
+                        .page_size(size.clone())
+                        .limit(i64::try_from(*limit).unwrap_or(i64::MAX))
+                        .build()
+                })
+                .collect::<Result<_, _>>()?,
         ));
     }
-    let p = &o.pod;
+    if !p.unified.is_empty() {
+        r.set_unified(Some(p.unified.clone().into_iter().collect()));
+    }
     if p.cpu_shares > 0
         || p.cpu_quota > 0
         || p.cpu_period > 0

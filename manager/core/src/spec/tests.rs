@@ -224,6 +224,7 @@ fn pod_options_shape_the_spec() {
             destination: "/data".into(),
             readonly: true,
             propagation: "rslave".into(),
+            ..Default::default()
         }],
         pod: PodOptions {
             join: vec![

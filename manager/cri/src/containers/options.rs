@@ -74,6 +74,8 @@ pub(super) fn options(
         ));
     }
     security::apparmor(sc)?;
+    security::unsupported_container_fields(c)?;
+    security::userns(sc.namespace_options.as_ref())?;
     // The deprecated string still comes from older kubelets.
     #[allow(deprecated)]
     let seccomp = security::seccomp(sc.seccomp.as_ref(), &sc.seccomp_profile_path)?;
@@ -149,6 +151,19 @@ pub(super) fn options(
         if r.oom_score_adj != 0 {
             p.oom_score_adj = Some(clamp_oom_score_adj(r.oom_score_adj));
         }
+        p.memory_swap = memory_swap(r, swap_controller());
+        // As containerd's default `tolerate_missing_hugetlb_controller`:
+        // the kubelet sends a zero limit for every page size the node has,
+        // which a host without the controller cannot enforce (the runtime
+        // would refuse the container).
+        if hugetlb_controller() {
+            p.hugepage_limits = r
+                .hugepage_limits
+                .iter()
+                .map(|h| (h.page_size.clone(), h.limit))
+                .collect();
+        }
+        p.unified = r.unified.clone().into_iter().collect();
     }
     let mut mounts = Vec::new();
     for mt in &c.mounts {
@@ -163,6 +178,7 @@ pub(super) fn options(
             destination: mt.container_path.clone(),
             readonly: mt.readonly,
             propagation: propagation(mt.propagation).into(),
+            recursive_readonly: mt.recursive_read_only,
         });
     }
     p.devices = c
@@ -254,4 +270,69 @@ fn caps_has_sys_resource() -> bool {
                 .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
         })
         .is_some_and(|c| c & (1 << 24) != 0)
+}
+
+/// The container's memory+swap limit, as containerd sets it: the kubelet's
+/// value when it gives one, else the memory limit itself (no swapping
+/// beyond it), each only where the kernel accounts swap.
+fn memory_swap(r: &cri::LinuxContainerResources, swap_controller: bool) -> i64 {
+    if !swap_controller || r.memory_limit_in_bytes <= 0 {
+        return 0;
+    }
+    match r.memory_swap_limit_in_bytes {
+        0 => r.memory_limit_in_bytes,
+        v => v,
+    }
+}
+
+/// Whether the kernel accounts swap per cgroup: v1's `memory.memsw.*`
+/// (swapaccount), or v2's `memory.swap.max` beside the daemon's own cgroup.
+fn swap_controller() -> bool {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !v2 {
+        return Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    }
+    std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
+        .is_some_and(|own| {
+            Path::new("/sys/fs/cgroup")
+                .join(own.trim_start_matches('/'))
+                .join("memory.swap.max")
+                .exists()
+        })
+}
+
+/// Whether the hugetlb controller is where the runtime uses it: v1's
+/// hierarchy, or v2's controllers on a unified host. (A hybrid host's v2
+/// mount, as this project's CI machine has, is not used for limits.)
+fn hugetlb_controller() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    match std::fs::read_to_string(root.join("cgroup.controllers")) {
+        Ok(c) => c.split_whitespace().any(|x| x == "hugetlb"),
+        Err(_) => root.join("hugetlb").join("cgroup.procs").exists(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_is_the_memory_limit_unless_the_kubelet_says_otherwise() {
+        let r = |mem: i64, swap: i64| cri::LinuxContainerResources {
+            memory_limit_in_bytes: mem,
+            memory_swap_limit_in_bytes: swap,
+            ..Default::default()
+        };
+        assert_eq!(memory_swap(&r(64 << 20, 0), true), 64 << 20);
+        assert_eq!(memory_swap(&r(64 << 20, 128 << 20), true), 128 << 20);
+        assert_eq!(memory_swap(&r(64 << 20, -1), true), -1);
+        // No limit, or no swap accounting: nothing set.
+        assert_eq!(memory_swap(&r(0, 128 << 20), true), 0);
+        assert_eq!(memory_swap(&r(64 << 20, 0), false), 0);
+    }
 }

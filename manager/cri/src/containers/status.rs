@@ -81,6 +81,7 @@ pub async fn status(
             readonly: mt.readonly,
             selinux_relabel: mt.selinux_relabel,
             propagation: mt.propagation,
+            recursive_read_only: mt.recursive_read_only,
             ..Default::default()
         })
         .collect();

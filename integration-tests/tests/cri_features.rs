@@ -1,0 +1,263 @@
+//! What a kubelet learns from the runtime handler's features and then asks
+//! for: recursive read-only mounts, swap held at the memory limit, and the
+//! requests berth cannot honour yet (user-namespaced pods, CDI devices,
+//! image volumes, idmapped mounts), each refused with nothing made.
+
+use std::path::{Path, PathBuf};
+
+use berth_integration_tests::cri::{cri as pb, setup};
+use berth_integration_tests::kubelet::*;
+use tonic::Code;
+
+/// A host directory with a tmpfs mounted on its `sub`, unmounted on drop.
+struct Submounted {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Submounted {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(root.join("sub"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs for the test");
+        Submounted { _dir: dir, root }
+    }
+}
+
+impl Drop for Submounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.root.join("sub"))
+            .status();
+    }
+}
+
+fn bind(host: &Path, at: &str, recursive: bool) -> pb::Mount {
+    pb::Mount {
+        container_path: at.into(),
+        host_path: host.display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        ..Default::default()
+    }
+}
+
+/// The exit code of `sh -c script` in the container.
+async fn sh(c: &mut berth_integration_tests::cri::Cri, id: &str, script: &str) -> i32 {
+    exec(c, id, &["sh", "-c", script], 10)
+        .await
+        .unwrap()
+        .exit_code
+}
+
+#[tokio::test]
+async fn recursive_read_only_mounts_and_swap_at_the_memory_limit() {
+    let mut s = setup(5).await;
+    let st =
+        s.c.rt
+            .status(pb::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    let features = st.runtime_handlers[0].features.unwrap();
+    assert!(features.recursive_read_only_mounts && !features.user_namespaces);
+
+    let host = Submounted::new();
+    let pc = pod_config("rro", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let mut cfg = container_config("rro", &s.image, "exec sleep 1000");
+    cfg.mounts = vec![
+        bind(&host.root, "/ro", false),
+        bind(&host.root, "/rro", true),
+    ];
+    cfg.linux.as_mut().unwrap().resources = Some(pb::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = create(&mut s.c, &pod, &pc, cfg).await.unwrap();
+    start(&mut s.c, &id).await;
+    // Plain read-only leaves the submount writable (why rro exists); rro
+    // reaches it too.
+    assert_eq!(sh(&mut s.c, &id, "touch /ro/x").await, 1);
+    assert_eq!(sh(&mut s.c, &id, "touch /ro/sub/x").await, 0);
+    assert_eq!(sh(&mut s.c, &id, "touch /rro/y").await, 1);
+    assert_eq!(sh(&mut s.c, &id, "touch /rro/sub/y").await, 1);
+    assert!(host.root.join("sub/x").exists() && !host.root.join("sub/y").exists());
+    let mounts = cstatus(&mut s.c, &id).await.mounts;
+    assert_eq!(
+        mounts
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.recursive_read_only))
+            .collect::<Vec<_>>(),
+        [("/ro", false), ("/rro", true)]
+    );
+
+    // containerd's default where swap is accounted: memory+swap is the
+    // memory limit, so the container cannot swap past it.
+    let memsw = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    if memsw {
+        let out = exec(
+            &mut s.c,
+            &id,
+            &["cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"],
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "67108864");
+    }
+
+    // rro needs read-only and private propagation, as containerd checks.
+    let mut rw = container_config("rro-rw", &s.image, "true");
+    rw.mounts = vec![pb::Mount {
+        readonly: false,
+        ..bind(&host.root, "/x", true)
+    }];
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, rw).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("recursive read-only"), "{msg}");
+    let mut slave = container_config("rro-slave", &s.image, "true");
+    slave.mounts = vec![pb::Mount {
+        propagation: pb::MountPropagation::PropagationHostToContainer as i32,
+        ..bind(&host.root, "/x", true)
+    }];
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, slave).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("private propagation"), "{msg}");
+    assert_eq!(
+        containers(&mut s.c).await,
+        1,
+        "a refused container was kept"
+    );
+
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+async fn containers(c: &mut berth_integration_tests::cri::Cri) -> usize {
+    c.rt.list_containers(pb::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len()
+}
+
+#[tokio::test]
+async fn what_berth_cannot_honour_is_refused_not_ignored() {
+    let mut s = setup(6).await;
+    // A user-namespaced pod (hostUsers: false) would otherwise run its root
+    // as the host's root.
+    let mut pc = pod_config("userns", s.logs.path(), vec![]);
+    let userns = Some(pb::UserNamespace {
+        mode: pb::NamespaceMode::Pod as i32,
+        uids: vec![pb::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 65536,
+        }],
+        gids: vec![pb::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 65536,
+        }],
+    });
+    let sc = pc
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap();
+    sc.namespace_options.as_mut().unwrap().userns_options = userns.clone();
+    let (code, msg) = code_and_message(run_pod(&mut s.c, &pc).await);
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("hostUsers"), "{msg}");
+    assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
+    let pods =
+        s.c.rt
+            .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert!(pods.is_empty(), "{pods:?}");
+
+    let pc = pod_config("plain", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let base = || container_config("c", &s.image, "true");
+    let mut in_userns = base();
+    in_userns
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .userns_options = userns;
+    let mut cdi = base();
+    cdi.cdi_devices = vec![pb::CdiDevice {
+        name: "vendor.com/gpu=0".into(),
+    }];
+    let mut cdi_annotation = base();
+    cdi_annotation
+        .annotations
+        .insert("cdi.k8s.io/gpu".into(), "vendor.com/gpu=0".into());
+    let mut image_volume = base();
+    image_volume.mounts = vec![pb::Mount {
+        container_path: "/model".into(),
+        image: Some(pb::ImageSpec {
+            image: s.image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut idmapped = base();
+    idmapped.mounts = vec![pb::Mount {
+        container_path: "/data".into(),
+        host_path: "/tmp".into(),
+        uid_mappings: vec![pb::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 1,
+        }],
+        ..Default::default()
+    }];
+    for (cfg, says) in [
+        (in_userns, "hostUsers"),
+        (cdi, "CDI device \"vendor.com/gpu=0\""),
+        (cdi_annotation, "cdi.k8s.io/gpu"),
+        (image_volume, "image volume at /model"),
+        (idmapped, "idmapped mount at /data"),
+    ] {
+        let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, cfg).await);
+        assert_eq!(code, Code::FailedPrecondition, "{msg}");
+        assert!(msg.contains(says) && msg.contains("not supported"), "{msg}");
+    }
+    assert_eq!(
+        containers(&mut s.c).await,
+        0,
+        "a refused container was kept"
+    );
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
