@@ -261,3 +261,65 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
         .await
         .unwrap();
 }
+
+/// SupplementalGroupsPolicy: Merge (the default) adds the groups the
+/// image's /etc/group gives the user, Strict only the pod's; the status
+/// reports the identity, primary group first, as containerd does.
+#[tokio::test]
+async fn supplemental_groups_policy_and_the_reported_user() {
+    let mut s = setup(7).await;
+    let st =
+        s.c.rt
+            .status(pb::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(st.features.unwrap().supplemental_groups_policy);
+    let pc = pod_config("groups", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let mut seen = Vec::new();
+    for policy in [
+        pb::SupplementalGroupsPolicy::Merge,
+        pb::SupplementalGroupsPolicy::Strict,
+    ] {
+        let mut cfg = container_config(
+            &format!("{policy:?}").to_lowercase(),
+            &s.image,
+            "exec sleep 1000",
+        );
+        let sc = cfg
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap();
+        sc.run_as_username = "nobody".into();
+        sc.supplemental_groups = vec![4000];
+        sc.supplemental_groups_policy = policy as i32;
+        let id = create(&mut s.c, &pod, &pc, cfg).await.unwrap();
+        start(&mut s.c, &id).await;
+        let out = exec(&mut s.c, &id, &["id", "-G"], 10).await.unwrap();
+        let user = cstatus(&mut s.c, &id).await.user.unwrap().linux.unwrap();
+        seen.push((
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            (user.uid, user.gid, user.supplemental_groups),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (
+                "65534 100 4000".to_owned(),
+                (65534, 65534, vec![65534, 100, 4000])
+            ),
+            ("65534 4000".to_owned(), (65534, 65534, vec![65534, 4000])),
+        ]
+    );
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

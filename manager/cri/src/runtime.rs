@@ -375,6 +375,9 @@ fn status(cri: &Cri) -> cri::StatusResponse {
                 }),
             })
             .collect(),
+        features: Some(cri::RuntimeFeatures {
+            supplemental_groups_policy: true,
+        }),
         ..Default::default()
     }
 }

@@ -135,6 +135,9 @@ pub struct PodOptions {
     pub seccomp: Seccomp,
     /// Supplementary groups added to the user's own.
     pub additional_gids: Vec<u32>,
+    /// Only `additional_gids`: none of the groups the image's `/etc/group`
+    /// gives the user (the CRI's SupplementalGroupsPolicy Strict).
+    pub strict_groups: bool,
     /// Host devices made in the container (and allowed by its device
     /// cgroup).
     pub devices: Vec<Device>,

@@ -126,7 +126,11 @@ fn process(i: &Inputs<'_>, caps: &[String]) -> Result<Process, SpecError> {
     // inheritable and ambient sets this spec leaves out.
     capabilities.set_inheritable(None);
     capabilities.set_ambient(None);
-    let mut gids = i.ids.additional_gids.clone();
+    let mut gids = if o.pod.strict_groups {
+        Vec::new()
+    } else {
+        i.ids.additional_gids.clone()
+    };
     for g in &o.pod.additional_gids {
         if !gids.contains(g) {
             gids.push(*g);

@@ -93,6 +93,8 @@ pub(super) fn options(
                 })
             })
             .collect::<Result<_, _>>()?,
+        strict_groups: sc.supplemental_groups_policy
+            == cri::SupplementalGroupsPolicy::Strict as i32,
         ..Default::default()
     };
     if !sc.masked_paths.is_empty() {

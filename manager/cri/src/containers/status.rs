@@ -106,6 +106,7 @@ pub async fn status(
         annotations: meta.config.annotations.clone(),
         mounts,
         log_path: meta.log_path.clone(),
+        user: Some(user(&rec.spec)),
         ..Default::default()
     };
     let mut info = HashMap::new();
@@ -163,4 +164,25 @@ pub async fn list(
         });
     }
     Ok(out)
+}
+
+/// The identity the container's processes get, from its spec as containerd
+/// reports it: uid, gid, and the groups with the primary one first.
+fn user(spec: &serde_json::Value) -> cri::ContainerUser {
+    let u = &spec["process"]["user"];
+    let id = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    let gid = id(&u["gid"]);
+    let mut groups = vec![gid];
+    for g in u["additionalGids"].as_array().into_iter().flatten() {
+        if !groups.contains(&id(g)) {
+            groups.push(id(g));
+        }
+    }
+    cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: id(&u["uid"]),
+            gid,
+            supplemental_groups: groups,
+        }),
+    }
 }
