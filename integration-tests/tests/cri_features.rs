@@ -1,11 +1,12 @@
 //! What a kubelet learns from the runtime handler's features and then asks
-//! for: recursive read-only mounts, swap held at the memory limit, and the
-//! requests berth cannot honour yet (user-namespaced pods, CDI devices,
-//! image volumes, idmapped mounts), each refused with nothing made.
+//! for: recursive read-only mounts, swap held at the memory limit,
+//! supplemental groups policies, CDI devices, and the requests berth
+//! cannot honour yet (user-namespaced pods, image volumes, idmapped
+//! mounts), each refused with nothing made.
 
 use std::path::{Path, PathBuf};
 
-use berth_integration_tests::cri::{cri as pb, setup};
+use berth_integration_tests::cri::{cri as pb, setup, setup_with};
 use berth_integration_tests::kubelet::*;
 use tonic::Code;
 
@@ -210,14 +211,6 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
         .as_mut()
         .unwrap()
         .userns_options = userns;
-    let mut cdi = base();
-    cdi.cdi_devices = vec![pb::CdiDevice {
-        name: "vendor.com/gpu=0".into(),
-    }];
-    let mut cdi_annotation = base();
-    cdi_annotation
-        .annotations
-        .insert("cdi.k8s.io/gpu".into(), "vendor.com/gpu=0".into());
     let mut image_volume = base();
     image_volume.mounts = vec![pb::Mount {
         container_path: "/model".into(),
@@ -240,8 +233,6 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
     }];
     for (cfg, says) in [
         (in_userns, "hostUsers"),
-        (cdi, "CDI device \"vendor.com/gpu=0\""),
-        (cdi_annotation, "cdi.k8s.io/gpu"),
         (image_volume, "image volume at /model"),
         (idmapped, "idmapped mount at /data"),
     ] {
@@ -315,6 +306,103 @@ async fn supplemental_groups_policy_and_the_reported_user() {
             ),
             ("65534 4000".to_owned(), (65534, 65534, vec![65534, 4000])),
         ]
+    );
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+/// CDI devices from a vendor's spec (YAML) through the CRI field and the
+/// older `cdi.k8s.io/` annotations: the node (with its cgroup rule: the
+/// default rules do not allow /dev/loop-control), the mount and the
+/// environment reach the container; an unknown device or a malformed name
+/// is refused with nothing made.
+#[tokio::test]
+async fn cdi_devices_from_a_vendor_spec() {
+    let cdi = tempfile::tempdir().unwrap();
+    let shared = cdi.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("file"), "from-the-vendor\n").unwrap();
+    std::fs::write(
+        cdi.path().join("berth-test.yaml"),
+        format!(
+            r#"cdiVersion: "0.6.0"
+kind: "berth.test/dev"
+containerEdits:
+  env: ["CDI_COMMON=1"]
+devices:
+  - name: "loopctl"
+    containerEdits:
+      env: ["CDI_DEV=loopctl"]
+      deviceNodes:
+        - path: "/dev/berth-loopctl"
+          hostPath: "/dev/loop-control"
+      mounts:
+        - hostPath: "{}"
+          containerPath: "/cdi-shared"
+          options: ["ro", "bind"]
+"#,
+            shared.display()
+        ),
+    )
+    .unwrap();
+    let mut s = setup_with(8, &format!("cdi_spec_dirs = [{:?}]", cdi.path())).await;
+    let pc = pod_config("cdi", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let script = "cat /cdi-shared/file; echo $CDI_DEV $CDI_COMMON; \
+                  : < /dev/berth-loopctl && echo opened; exec sleep 1000";
+    let mut by_field = container_config("field", &s.image, script);
+    by_field.cdi_devices = vec![pb::CdiDevice {
+        name: "berth.test/dev=loopctl".into(),
+    }];
+    let mut by_annotation = container_config("annotation", &s.image, script);
+    by_annotation
+        .annotations
+        .insert("cdi.k8s.io/plugin".into(), "berth.test/dev=loopctl".into());
+    for (name, cfg) in [("field", by_field), ("annotation", by_annotation)] {
+        let id = create(&mut s.c, &pod, &pc, cfg).await.unwrap();
+        start(&mut s.c, &id).await;
+        let log = s.logs.path().join(format!("{name}/0.log"));
+        berth_integration_tests::wait_until(name, std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 3)
+        });
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+            .collect();
+        assert_eq!(
+            lines,
+            ["from-the-vendor", "loopctl 1", "opened"],
+            "{name}: {text}"
+        );
+    }
+
+    let before = containers(&mut s.c).await;
+    let mut unknown = container_config("unknown", &s.image, "true");
+    unknown.cdi_devices = vec![pb::CdiDevice {
+        name: "berth.test/dev=nope".into(),
+    }];
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, unknown).await);
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert!(
+        msg.contains("berth.test/dev=nope") && msg.contains("not found"),
+        "{msg}"
+    );
+    let mut malformed = container_config("malformed", &s.image, "true");
+    malformed
+        .annotations
+        .insert("cdi.k8s.io/plugin".into(), "not-a-device-name".into());
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, malformed).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("not-a-device-name"), "{msg}");
+    assert_eq!(
+        containers(&mut s.c).await,
+        before,
+        "a refused container was kept"
     );
     s.c.rt
         .remove_pod_sandbox(pb::RemovePodSandboxRequest {

@@ -77,6 +77,9 @@ enabled = true
 cni_conf_dir = "/etc/cni/net.d"
 # Where CNI plugins are looked for, in order.
 cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+# CDI device specs (JSON or YAML), read at each CreateContainer that asks
+# for a device; a later directory wins a name both define.
+cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 # berth's default pod network: bridge (with outbound NAT), host-local
 # addresses from this subnet, portmap for hostPort, loopback.
 bridge = "berth-cri0"
@@ -136,6 +139,7 @@ pub struct CriConfig {
     pub sandbox_image: Option<String>,
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dirs: Vec<PathBuf>,
+    pub cdi_spec_dirs: Vec<PathBuf>,
     pub bridge: String,
     pub subnet: String,
     /// The streaming server's port on 127.0.0.1 (0: a free one).
@@ -155,6 +159,7 @@ impl Default for CriConfig {
             sandbox_image: None,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            cdi_spec_dirs: crate::cdi::DEFAULT_SPEC_DIRS.map(PathBuf::from).to_vec(),
             bridge: "berth-cri0".into(),
             subnet: "10.90.0.0/16".into(),
             stream_port: 0,

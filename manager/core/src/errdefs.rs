@@ -310,6 +310,7 @@ impl Kind for SpecError {
     fn kind(&self) -> ErrorKind {
         match self {
             SpecError::Read { .. } => Internal,
+            SpecError::Cdi(e) => e.kind(),
             _ => InvalidArgument,
         }
     }

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod archive;
 pub mod build;
+pub mod cdi;
 pub mod cni;
 pub mod commit;
 pub mod config;

@@ -134,23 +134,25 @@ pub fn userns(o: Option<&cri::NamespaceOption>) -> Result<(), CriError> {
     ))
 }
 
+/// The CDI devices a container asks for: the CRI field's, then those of
+/// `cdi.k8s.io/` annotations (how device plugins gave them before it),
+/// each once.
+pub fn cdi_devices(c: &cri::ContainerConfig) -> Result<Vec<String>, CriError> {
+    let mut v: Vec<String> = c.cdi_devices.iter().map(|d| d.name.clone()).collect();
+    let from_annotations = berth_core::cdi::devices_from_annotations(&c.annotations)
+        .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+    for d in from_annotations {
+        if !v.contains(&d) {
+            v.push(d);
+        }
+    }
+    Ok(v)
+}
+
 /// What a container config may ask that berth cannot give yet, each
-/// refused with what to change rather than ignored: CDI devices (in the
-/// field or as `cdi.k8s.io/` annotations), image volumes and idmapped
-/// mounts.
+/// refused with what to change rather than ignored: image volumes and
+/// idmapped mounts.
 pub fn unsupported_container_fields(c: &cri::ContainerConfig) -> Result<(), CriError> {
-    let cdi_annotation = c.annotations.keys().find(|k| k.starts_with("cdi.k8s.io/"));
-    if let Some(d) = c.cdi_devices.first() {
-        return Err(CriError::Unsupported(format!(
-            "CDI device {:?}: berth does not read CDI specs",
-            d.name
-        )));
-    }
-    if let Some(k) = cdi_annotation {
-        return Err(CriError::Unsupported(format!(
-            "CDI device annotation {k:?}: berth does not read CDI specs"
-        )));
-    }
     for m in &c.mounts {
         if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
             return Err(CriError::Unsupported(format!(

@@ -39,6 +39,8 @@ pub enum SpecError {
     BadRecursiveReadonly(String),
     #[error("memory+swap limit {swap} is below the memory limit {memory}")]
     BadSwap { swap: i64, memory: i64 },
+    #[error(transparent)]
+    Cdi(#[from] crate::cdi::CdiError),
     #[error("the image has no command to run: give one")]
     NoCommand,
     #[error("cgroup parent {0:?}: give an absolute cgroup path without `..`")]
@@ -141,6 +143,10 @@ pub struct PodOptions {
     /// Host devices made in the container (and allowed by its device
     /// cgroup).
     pub devices: Vec<Device>,
+    /// CDI devices (`vendor.com/class=name`) and the directories of the
+    /// specs that define them.
+    pub cdi_devices: Vec<String>,
+    pub cdi_spec_dirs: Vec<std::path::PathBuf>,
 }
 
 /// A host device node given to the container.
@@ -374,7 +380,11 @@ pub const STOP_SIGNAL_ANNOTATION: &str = "berth.io/stop-signal";
 /// The spec as the container record keeps it and the bundle gets it.
 pub fn generate(i: &Inputs<'_>) -> Result<Value, SpecError> {
     let caps = capabilities(i.options)?;
-    let spec = steps::build(i, &caps)?;
+    let mut spec = steps::build(i, &caps)?;
+    let pod = &i.options.pod;
+    if !pod.cdi_devices.is_empty() {
+        crate::cdi::inject(&mut spec, &pod.cdi_devices, &pod.cdi_spec_dirs)?;
+    }
     let mut v = serde_json::to_value(&spec).map_err(SpecError::Encode)?;
     // oci-spec keeps capability sets as HashSets, whose order changes from
     // run to run: the lists are written in the order the options made them

@@ -95,6 +95,8 @@ pub(super) fn options(
             .collect::<Result<_, _>>()?,
         strict_groups: sc.supplemental_groups_policy
             == cri::SupplementalGroupsPolicy::Strict as i32,
+        cdi_devices: security::cdi_devices(c)?,
+        cdi_spec_dirs: cri.m.config.cri.cdi_spec_dirs.clone(),
         ..Default::default()
     };
     if !sc.masked_paths.is_empty() {
