@@ -1,7 +1,7 @@
 //! What a kubelet learns from the runtime handler's features and then asks
 //! for: recursive read-only mounts, swap held at the memory limit,
-//! supplemental groups policies, CDI devices, and the requests berth
-//! cannot honour yet (user-namespaced pods, image volumes, idmapped
+//! supplemental groups policies, CDI devices, image volumes, and the
+//! requests berth cannot honour yet (user-namespaced pods, idmapped
 //! mounts), each refused with nothing made.
 
 use std::path::{Path, PathBuf};
@@ -211,15 +211,6 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
         .as_mut()
         .unwrap()
         .userns_options = userns;
-    let mut image_volume = base();
-    image_volume.mounts = vec![pb::Mount {
-        container_path: "/model".into(),
-        image: Some(pb::ImageSpec {
-            image: s.image.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
     let mut idmapped = base();
     idmapped.mounts = vec![pb::Mount {
         container_path: "/data".into(),
@@ -233,7 +224,6 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
     }];
     for (cfg, says) in [
         (in_userns, "hostUsers"),
-        (image_volume, "image volume at /model"),
         (idmapped, "idmapped mount at /data"),
     ] {
         let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, cfg).await);
@@ -404,6 +394,111 @@ devices:
         before,
         "a refused container was kept"
     );
+    s.c.rt
+        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+/// Image volumes: the image's files at a path, read-only, no exec, suid or
+/// devices; a view snapshot and a host mount while the container exists,
+/// neither after RemoveContainer. A missing image is NotFound, a relative
+/// path InvalidArgument, with nothing made.
+#[tokio::test]
+async fn image_volumes_are_read_only_views_of_an_image() {
+    let mut s = setup(9).await;
+    let pc = pod_config("imgvol", s.logs.path(), vec![]);
+    let pod = run_pod(&mut s.c, &pc).await.unwrap();
+    let volume = |image: &str, at: &str| pb::Mount {
+        container_path: at.into(),
+        image: Some(pb::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        readonly: true,
+        ..Default::default()
+    };
+    let views = |d: &berth_integration_tests::cri::CriDaemon| {
+        d.json(&["-n", "k8s.io", "snapshots", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "view")
+            .count()
+    };
+    let host_mounts = |d: &berth_integration_tests::cri::CriDaemon| {
+        berth_integration_tests::manager::mounts_under(d.dir())
+            .into_iter()
+            .filter(|m| m.to_string_lossy().contains("image-volumes"))
+            .count()
+    };
+    let mut cfg = container_config("reader", &s.image, "exec sleep 1000");
+    cfg.mounts = vec![volume(&s.image, "/model")];
+    let id = create(&mut s.c, &pod, &pc, cfg).await.unwrap();
+    start(&mut s.c, &id).await;
+    assert_eq!((views(&s.d), host_mounts(&s.d)), (1, 1));
+    // The record holds the view: a collection keeps it.
+    s.d.ok(&["gc"]);
+    assert_eq!((views(&s.d), host_mounts(&s.d)), (1, 1));
+    assert_eq!(sh(&mut s.c, &id, "test -x /model/bin/busybox").await, 0);
+    assert_eq!(sh(&mut s.c, &id, "touch /model/x").await, 1);
+    // noexec: the image's own binary cannot run from the volume.
+    assert_ne!(sh(&mut s.c, &id, "/model/bin/busybox true").await, 0);
+    let out = exec(&mut s.c, &id, &["grep", " /model ", "/proc/mounts"], 10)
+        .await
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flags: Vec<&str> = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("")
+        .split(',')
+        .collect();
+    for f in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(flags.contains(&f), "{f} missing: {line}");
+    }
+    let st = cstatus(&mut s.c, &id).await;
+    assert_eq!(
+        st.mounts[0].image.as_ref().map(|i| i.image.as_str()),
+        Some(s.image.as_str())
+    );
+
+    // Refused: nothing made.
+    let mut missing = container_config("missing", &s.image, "true");
+    missing.mounts = vec![volume("127.0.0.1:1/no/such:image", "/model")];
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, missing).await);
+    assert_eq!(code, Code::NotFound, "{msg}");
+    let mut relative = container_config("relative", &s.image, "true");
+    relative.mounts = vec![volume(&s.image, "model")];
+    let (code, msg) = code_and_message(create(&mut s.c, &pod, &pc, relative).await);
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(
+        msg.contains("image volume") && msg.contains("absolute"),
+        "{msg}"
+    );
+    assert_eq!(
+        containers(&mut s.c).await,
+        1,
+        "a refused container was kept"
+    );
+    assert_eq!((views(&s.d), host_mounts(&s.d)), (1, 1));
+
+    s.c.rt
+        .stop_container(pb::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    s.c.rt
+        .remove_container(pb::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((views(&s.d), host_mounts(&s.d)), (0, 0));
     s.c.rt
         .remove_pod_sandbox(pb::RemovePodSandboxRequest {
             pod_sandbox_id: pod,

@@ -38,6 +38,9 @@ pub struct ContainerRecord {
     pub runtime: String,
     pub created: i64,
     pub updated: i64,
+    /// The view snapshots of its image volumes (same snapshotter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_volumes: Vec<String>,
 }
 
 impl ContainerRecord {
@@ -76,6 +79,10 @@ pub enum ContainerError {
     BadSpec(serde_json::Error),
     #[error("mounting the image to read its users: {0}")]
     Mount(String),
+    #[error("image volume at {0:?}: the path in the container must be absolute")]
+    ImageVolumePath(String),
+    #[error("image volume at {destination}: {reason}")]
+    ImageVolume { destination: String, reason: String },
     #[error("container files {path}: {source}")]
     Io {
         path: String,
@@ -149,47 +156,21 @@ impl Mounted {
         mounts: &[Mount],
         writable: bool,
     ) -> Result<Self, ContainerError> {
-        use nix::mount::{mount, MsFlags};
+        use nix::mount::MsFlags;
         let ro = if writable {
             MsFlags::empty()
         } else {
             MsFlags::MS_RDONLY
         };
-        let Some(mnt) = mounts.first() else {
+        if mounts.is_empty() {
             return Err(ContainerError::Mount("the snapshot has no mounts".into()));
-        };
+        }
         let base = m.config.state.join("tmpmounts");
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
         let target = tempfile::Builder::new()
             .tempdir_in(&base)
             .map_err(io_err(&base))?;
-        let r = if mnt.kind == "bind" {
-            mount(
-                Some(mnt.source.as_str()),
-                target.path(),
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .and_then(|()| {
-                mount(
-                    None::<&str>,
-                    target.path(),
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
-                    None::<&str>,
-                )
-            })
-        } else {
-            let data = mnt.options.join(",");
-            mount(
-                Some("overlay"),
-                target.path(),
-                Some("overlay"),
-                ro,
-                Some(data.as_str()),
-            )
-        };
+        let r = crate::image_volume::mount_at(mounts, target.path(), ro);
         r.map_err(|e| ContainerError::Mount(e.to_string()))?;
         Ok(Mounted { dir: Some(target) })
     }
@@ -330,17 +311,43 @@ pub async fn create(
                 Resource::snapshot(driver.name(), &snapshot_key),
             )
         })?;
-        m.snapshots.prepare(
+        let mounts = m.snapshots.prepare(
             ns,
             driver,
             &snapshot_key,
             top.as_deref(),
             BTreeMap::new(),
             Kind::Active,
-        )?
+        )?;
+        let volumes = crate::image_volume::prepare(
+            m,
+            ns,
+            &req.id,
+            driver,
+            &lease_id,
+            &req.options.pod.image_volumes,
+        );
+        match volumes {
+            Ok(v) => (mounts, v),
+            Err(e) => {
+                let _ = m.snapshots.remove(ns, driver, &snapshot_key);
+                let _ = std::fs::remove_dir_all(dir(m, ns, &req.id));
+                let _ = lease::delete(&m.meta, ns, &lease_id);
+                return Err(e);
+            }
+        }
     };
-    let r = finish_create(m, ns, &req, driver, &img, &img_cfg, &snapshot_key, &mounts).await;
+    let (mounts, (binds, views)) = mounts;
+    let made = Made {
+        driver,
+        snapshot_key: &snapshot_key,
+        mounts: &mounts,
+        binds,
+        views: &views,
+    };
+    let r = finish_create(m, ns, &req, &img, &img_cfg, made).await;
     if r.is_err() {
+        crate::image_volume::release(m, ns, &req.id, driver, &views);
         let _ = m.snapshots.remove(ns, driver, &snapshot_key);
         let _ = std::fs::remove_dir_all(dir(m, ns, &req.id));
     }
@@ -348,18 +355,40 @@ pub async fn create(
     r
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What `create` made before the spec: the rootfs snapshot and its
+/// mounts, and the image volumes' binds and views.
+struct Made<'a> {
+    driver: Driver,
+    snapshot_key: &'a str,
+    mounts: &'a [Mount],
+    binds: Vec<spec::Bind>,
+    views: &'a [String],
+}
+
 async fn finish_create(
     m: &Arc<Manager>,
     ns: &str,
     req: &CreateRequest,
-    driver: Driver,
     img: &ImageRecord,
     img_cfg: &ImageConfig,
-    snapshot_key: &str,
-    mounts: &[Mount],
+    made: Made<'_>,
 ) -> Result<ContainerRecord, ContainerError> {
-    let opts = &req.options;
+    let Made {
+        driver,
+        snapshot_key,
+        mounts,
+        binds,
+        views,
+    } = made;
+    let with_volumes;
+    let opts = if binds.is_empty() {
+        &req.options
+    } else {
+        let mut o = req.options.clone();
+        o.mounts.extend(binds);
+        with_volumes = o;
+        &with_volumes
+    };
     let spec = if let Some(given) = &req.spec {
         serde_json::from_slice(given).map_err(ContainerError::BadSpec)?
     } else {
@@ -458,6 +487,7 @@ async fn finish_create(
         },
         created: now,
         updated: now,
+        image_volumes: views.to_vec(),
     };
     let k = key(ns, &req.id);
     m.meta.write(|tx| -> Result<(), ContainerError> {
@@ -477,6 +507,7 @@ pub fn delete(m: &Manager, ns: &str, id: &str) -> Result<(), ContainerError> {
     m.meta
         .write(|tx| tx.delete(Table::Containers, &key(ns, id)))?;
     if let Ok(d) = Driver::parse(&rec.snapshotter) {
+        crate::image_volume::release(m, ns, id, d, &rec.image_volumes);
         match m.snapshots.remove(ns, d, &rec.snapshot_key) {
             Ok(()) | Err(SnapshotError::NotFound(_)) => {}
             // The collector removes it later: the record is gone.

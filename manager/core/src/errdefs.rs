@@ -325,11 +325,15 @@ impl Kind for VolumeError {
 impl Kind for ContainerError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ContainerError::BadId { .. } | ContainerError::BadSpec(_) => InvalidArgument,
+            ContainerError::BadId { .. }
+            | ContainerError::BadSpec(_)
+            | ContainerError::ImageVolumePath(_) => InvalidArgument,
             ContainerError::NotFound(_) => NotFound,
             ContainerError::AlreadyExists(_) => AlreadyExists,
             ContainerError::HasTask(_) | ContainerError::NotUnpacked { .. } => FailedPrecondition,
-            ContainerError::Mount(_) | ContainerError::Io { .. } => Internal,
+            ContainerError::Mount(_)
+            | ContainerError::Io { .. }
+            | ContainerError::ImageVolume { .. } => Internal,
             ContainerError::Spec(e) => e.kind(),
             ContainerError::Volume(e) => e.kind(),
             ContainerError::Image(e) => e.kind(),

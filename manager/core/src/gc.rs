@@ -137,6 +137,9 @@ fn mark(m: &Manager) -> Result<Marked, GcError> {
             if let Ok(d) = Driver::parse(&c.snapshotter) {
                 live.snapshots
                     .insert((ns.clone(), d.name(), c.snapshot_key));
+                for v in c.image_volumes {
+                    live.snapshots.insert((ns.clone(), d.name(), v));
+                }
             }
         }
         for (k, lease) in m.meta.list::<Lease>(Table::Leases, &prefix)? {

@@ -19,6 +19,7 @@ pub mod events;
 pub mod exec;
 pub mod gc;
 pub mod image;
+pub mod image_volume;
 pub mod lease;
 pub mod metadata;
 pub mod namespace;

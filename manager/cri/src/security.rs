@@ -149,17 +149,10 @@ pub fn cdi_devices(c: &cri::ContainerConfig) -> Result<Vec<String>, CriError> {
     Ok(v)
 }
 
-/// What a container config may ask that berth cannot give yet, each
-/// refused with what to change rather than ignored: image volumes and
-/// idmapped mounts.
+/// What a container config may ask that berth cannot give yet, refused
+/// with what to change rather than ignored: idmapped mounts.
 pub fn unsupported_container_fields(c: &cri::ContainerConfig) -> Result<(), CriError> {
     for m in &c.mounts {
-        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-            return Err(CriError::Unsupported(format!(
-                "an image volume at {}",
-                m.container_path
-            )));
-        }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(CriError::Unsupported(format!(
                 "an idmapped mount at {} (user namespaces)",

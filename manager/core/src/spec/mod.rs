@@ -147,6 +147,7 @@ pub struct PodOptions {
     /// specs that define them.
     pub cdi_devices: Vec<String>,
     pub cdi_spec_dirs: Vec<std::path::PathBuf>,
+    pub image_volumes: Vec<ImageVolume>,
 }
 
 /// A host device node given to the container.
@@ -182,6 +183,17 @@ pub struct Bind {
     /// and private propagation, since a submount propagated in later would
     /// not be read-only.
     pub recursive_readonly: bool,
+    /// More mount options (`nosuid`, `nodev`, `noexec`).
+    pub options: Vec<String>,
+}
+
+/// An image's files at a path in the container, read-only and not
+/// executable (Kubernetes' image volumes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageVolume {
+    /// The image (pulled and unpacked), by name, as for a container.
+    pub image: String,
+    pub destination: String,
 }
 
 /// What a container takes from its image config.

@@ -310,12 +310,9 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Mount>, SpecError> {
             )?);
             continue;
         }
-        v.push(mount(
-            &m.destination,
-            "bind",
-            &m.source,
-            &["rbind", prop, mode],
-        )?);
+        let mut options = vec!["rbind", prop, mode];
+        options.extend(m.options.iter().map(String::as_str));
+        v.push(mount(&m.destination, "bind", &m.source, &options)?);
     }
     for (dest, src) in i.volumes {
         v.push(bind(dest, &src.to_string_lossy(), "rw")?);

@@ -171,6 +171,16 @@ pub(super) fn options(
     }
     let mut mounts = Vec::new();
     for mt in &c.mounts {
+        // An image volume: the image's files, read-only (the kubelet
+        // pulled it).
+        if let Some(img) = mt.image.as_ref().filter(|i| !i.image.is_empty()) {
+            let (record, _) = resolve_image(&img.image, cri)?;
+            p.image_volumes.push(berth_core::spec::ImageVolume {
+                image: record,
+                destination: mt.container_path.clone(),
+            });
+            continue;
+        }
         if !Path::new(&mt.host_path).exists() {
             return Err(CriError::InvalidArgument(format!(
                 "mount {} -> {}: the host path does not exist",
@@ -183,6 +193,7 @@ pub(super) fn options(
             readonly: mt.readonly,
             propagation: propagation(mt.propagation).into(),
             recursive_readonly: mt.recursive_read_only,
+            ..Default::default()
         });
     }
     p.devices = c

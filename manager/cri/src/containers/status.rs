@@ -82,6 +82,7 @@ pub async fn status(
             selinux_relabel: mt.selinux_relabel,
             propagation: mt.propagation,
             recursive_read_only: mt.recursive_read_only,
+            image: mt.image.clone(),
             ..Default::default()
         })
         .collect();
