@@ -107,11 +107,15 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
 
     // In a user namespace the init may not reach a source the spec binds:
     // clone them while still host root (see `rootfs::BindSources`).
-    let bind_sources = if plan.in_userns() && plan.new_mount {
-        crate::rootfs::BindSources::open(spec.mounts().as_deref().unwrap_or(&[]), &bundle.dir)?
-    } else {
-        crate::rootfs::BindSources::default()
-    };
+    // Idmapped mounts get their mapping on such a copy too.
+    let mounts = spec.mounts().as_deref().unwrap_or(&[]);
+    let all_binds = plan.in_userns() && plan.new_mount;
+    let bind_sources =
+        if all_binds || crate::rootfs::BindSources::any_idmapped(mounts, spec.linux().as_ref())? {
+            crate::rootfs::BindSources::open(mounts, &bundle.dir, spec.linux().as_ref(), all_binds)?
+        } else {
+            crate::rootfs::BindSources::default()
+        };
     let (parent, child) = Channel::pair()?;
     let parent_end = parent.raw();
     cleanup.cgroup = Some(&cgroup);

@@ -107,12 +107,17 @@ pub fn features_json() -> Value {
         "ociVersionMax": "1.2.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
                   "poststart", "poststop"],
+        // Every option the runtime reads, runc 1.2's recursive and idmap ones
+        // included.
         "mountOptions": [
-            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "idmap",
             "lazytime", "mand", "noatime", "nodev", "nodiratime", "noexec", "nolazytime",
-            "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime",
-            "remount", "ro", "rprivate", "rshared", "rslave", "runbindable", "rw", "shared",
-            "slave", "strictatime", "suid", "sync", "unbindable"
+            "nomand", "norelatime", "nostrictatime", "nosuid", "private", "ratime", "rbind",
+            "rdev", "rdiratime", "relatime", "remount", "rexec", "ridmap", "rnoatime", "rnodev",
+            "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime", "rnosuid",
+            "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave",
+            "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw", "shared", "slave",
+            "strictatime", "suid", "sync", "unbindable"
         ],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
@@ -142,7 +147,7 @@ pub fn features_json() -> Value {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": true } }
         },
         "annotations": {
             "org.opencontainers.runc.checkpoint.enabled": "false",

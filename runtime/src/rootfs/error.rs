@@ -30,6 +30,8 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("mount {}: {reason}", .dest.display())]
+    BadIdmap { dest: PathBuf, reason: String },
     #[error("rootfsPropagation {0:?} is not a propagation type")]
     BadPropagation(String),
     #[error("{typ} cannot be mounted on /proc: only procfs may be")]

@@ -20,6 +20,7 @@ mod console;
 mod devices;
 mod error;
 mod handles;
+mod idmap;
 mod mounts;
 mod options;
 mod paths;

@@ -276,38 +276,8 @@ fn set_recursive(
     if attr.is_empty() {
         return Ok(());
     }
-    // struct mount_attr of linux/mount.h (MOUNT_ATTR_SIZE_VER0).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let ma = MountAttr {
-        attr_set: attr.set,
-        attr_clr: attr.clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr reads `size` bytes of `ma`, a live struct of
-    // that size, and an empty NUL-terminated path with AT_EMPTY_PATH so
-    // the fd itself is the mount; nothing is written to our memory.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tgt.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &ma as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(sys(format!("{what}: recursive mount options"))(
-            nix::Error::last(),
-        ));
-    }
+    super::sources::setattr(tgt, true, attr.set, attr.clr, None)
+        .map_err(sys(format!("{what}: recursive mount options")))?;
     Ok(())
 }
 

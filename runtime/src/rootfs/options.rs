@@ -15,6 +15,9 @@ pub struct Options {
     /// runc's recursive options (`rro`, `rnosuid`, ...): mount attributes
     /// set and cleared on the mount and every mount under it.
     pub rec_attr: RecursiveAttr,
+    /// `idmap` (Some(false)) or `ridmap` (Some(true)): an idmapped bind
+    /// mount, with the container's mappings unless the mount has its own.
+    pub idmap: Option<bool>,
 }
 
 /// `mount_setattr(2)` attributes for the whole mount tree.
@@ -76,8 +79,13 @@ pub fn parse_options(opts: &[String]) -> Options {
         bind: false,
         recursive: false,
         rec_attr: RecursiveAttr::default(),
+        idmap: None,
     };
     for opt in opts {
+        if opt == "idmap" || opt == "ridmap" {
+            o.idmap = Some(opt == "ridmap");
+            continue;
+        }
         if let Some((set, clr)) = recursive_option(opt) {
             o.rec_attr.set = (o.rec_attr.set & !clr) | set;
             o.rec_attr.clr = (o.rec_attr.clr & !set) | clr;

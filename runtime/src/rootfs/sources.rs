@@ -7,15 +7,17 @@
 //! the container starts, and the init attaches that copy with
 //! `move_mount`, never resolving the host path itself: runc's
 //! "mount sources" (opened by runc in the container's mount namespace) to
-//! the same effect.
+//! the same effect. Idmapped mounts take the same path in any container:
+//! the mapping is set on the detached copy (see `idmap`).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::MsFlags;
-use oci_spec::runtime::Mount;
+use oci_spec::runtime::{Linux, Mount};
 
 use super::error::{sys, RootfsError};
+use super::idmap;
 use super::options::parse_options;
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -28,13 +30,23 @@ const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 pub struct BindSources(Vec<Option<OwnedFd>>);
 
 impl BindSources {
-    /// Clones the source tree of every bind mount in `mounts` (relative
-    /// sources against `bundle`), recursively for `rbind`.
-    pub fn open(mounts: &[Mount], bundle: &Path) -> Result<BindSources, RootfsError> {
+    /// Clones the source tree of the bind mounts in `mounts` (relative
+    /// sources against `bundle`), recursively for `rbind`: every one with
+    /// `all_binds` (a container in a user namespace), else the idmapped
+    /// ones, which get their mapping here.
+    pub fn open(
+        mounts: &[Mount],
+        bundle: &Path,
+        linux: Option<&Linux>,
+        all_binds: bool,
+    ) -> Result<BindSources, RootfsError> {
         let mut out = Vec::with_capacity(mounts.len());
+        let mut namespaces = idmap::Namespaces::default();
         for m in mounts {
             let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
-            if !(opts.bind || m.typ().as_deref() == Some("bind")) {
+            let idmap = idmap::wanted(m, &opts, linux)?;
+            let bind = opts.bind || m.typ().as_deref() == Some("bind");
+            if !bind || !(all_binds || idmap.is_some()) {
                 out.push(None);
                 continue;
             }
@@ -59,9 +71,24 @@ impl BindSources {
                 return Err(sys(what)(nix::Error::last()));
             }
             // SAFETY: a fresh fd from open_tree, owned by nothing else.
-            out.push(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+            let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            if let Some(map) = &idmap {
+                idmap::apply(&tree, map, &mut namespaces, &what)?;
+            }
+            out.push(Some(tree));
         }
         Ok(BindSources(out))
+    }
+
+    /// Whether any mount of `mounts` is idmapped (checked as `open` does).
+    pub fn any_idmapped(mounts: &[Mount], linux: Option<&Linux>) -> Result<bool, RootfsError> {
+        for m in mounts {
+            let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+            if idmap::wanted(m, &opts, linux)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The detached tree for the spec's mount number `i`, if any.
@@ -88,6 +115,53 @@ pub fn attach(tree: &OwnedFd, target: &impl AsFd, what: &str) -> Result<(), Root
     };
     if r != 0 {
         return Err(sys(what.to_owned())(nix::Error::last()));
+    }
+    Ok(())
+}
+
+/// `mount_setattr(2)` on the mount `fd` (and, `recursive`, every mount
+/// under it): attributes to set and clear, and the user namespace of an
+/// idmapping.
+pub fn setattr(
+    fd: &impl AsRawFd,
+    recursive: bool,
+    set: u64,
+    clr: u64,
+    userns: Option<&OwnedFd>,
+) -> nix::Result<()> {
+    // struct mount_attr of linux/mount.h (MOUNT_ATTR_SIZE_VER0).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let ma = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: mount_setattr reads `size` bytes of `ma`, a live struct of
+    // that size, and an empty NUL-terminated path with AT_EMPTY_PATH so the
+    // fd itself is the mount; nothing is written to our memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &ma as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(nix::Error::last());
     }
     Ok(())
 }
