@@ -27,6 +27,22 @@ fn to_pb(r: ContainerRecord) -> pb::Container {
 
 /// The create request in the core's terms; the network options (a
 /// network's name, -p, -P, aliases) go through `network::prepare_options`.
+/// `--device` arguments as the spec's host devices and CDI devices.
+#[allow(clippy::result_large_err)]
+fn device_options(m: &Manager, args: &[String]) -> Result<spec::PodOptions, Status> {
+    let mut pod = spec::PodOptions::default();
+    for a in args {
+        match spec::parse_device(a).status()? {
+            spec::DeviceRequest::Cdi(name) => pod.cdi_devices.push(name),
+            spec::DeviceRequest::Host(d) => pod.devices.push(d),
+        }
+    }
+    if !pod.cdi_devices.is_empty() {
+        pod.cdi_spec_dirs = m.config.cri.cdi_spec_dirs.clone();
+    }
+    Ok(pod)
+}
+
 #[allow(clippy::result_large_err)]
 fn create_request(
     m: &Manager,
@@ -69,7 +85,7 @@ fn create_request(
             terminal: o.terminal,
             stdin: o.stdin,
             cgroup_parent: o.cgroup_parent,
-            pod: Default::default(),
+            pod: device_options(m, &o.devices)?,
         },
         spec: (!r.spec.is_empty()).then_some(r.spec),
         labels: r.labels.into_iter().collect(),

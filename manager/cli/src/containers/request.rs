@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Every capability, no seccomp filter, all devices.
     #[arg(long)]
     privileged: bool,
+    /// A host device (HOST[:CONTAINER][:rwm]) or a CDI device
+    /// (vendor.com/class=name), repeatable.
+    #[arg(long)]
+    device: Vec<String>,
     #[arg(long)]
     cap_add: Vec<String>,
     #[arg(long)]
@@ -225,6 +229,7 @@ impl RunArgs {
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             network_aliases: self.network_alias.clone(),
+            devices: self.device.clone(),
         };
         let mut labels = HashMap::new();
         if berth_proto::labels::RestartPolicy::parse(&self.restart).is_none() {

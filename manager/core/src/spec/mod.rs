@@ -150,6 +150,50 @@ pub struct PodOptions {
     pub image_volumes: Vec<ImageVolume>,
 }
 
+/// What docker's `--device` names: a CDI device or a host device node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Cdi(String),
+    Host(Device),
+}
+
+/// Parses docker's `--device` forms: a CDI name (`vendor.com/class=name`),
+/// or `HOST[:CONTAINER][:PERMISSIONS]` (the container path defaults to the
+/// host's, permissions to `rwm`).
+pub fn parse_device(arg: &str) -> Result<DeviceRequest, SpecError> {
+    let bad = |why: &str| SpecError::BadDevice {
+        path: arg.to_owned(),
+        why: why.to_owned(),
+    };
+    if !arg.starts_with('/') {
+        let qualified = arg.split_once('=').is_some_and(|(kind, name)| {
+            kind.split_once('/')
+                .is_some_and(|(v, c)| !v.is_empty() && !c.is_empty() && !c.contains('/'))
+                && !name.is_empty()
+        });
+        if qualified {
+            return Ok(DeviceRequest::Cdi(arg.to_owned()));
+        }
+        return Err(bad(
+            "give a host path (/dev/x[:/dev/y][:rwm]) or a CDI name (vendor.com/class=name)",
+        ));
+    }
+    let parts: Vec<&str> = arg.split(':').collect();
+    let perms = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let (host, container, permissions) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if perms(p) => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(bad("use HOST[:CONTAINER][:PERMISSIONS]")),
+    };
+    Ok(DeviceRequest::Host(Device {
+        host_path: host.to_owned(),
+        container_path: container.to_owned(),
+        permissions: permissions.to_owned(),
+    }))
+}
+
 /// A host device node given to the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Device {

@@ -422,3 +422,44 @@ fn the_user_cache_keeps_answers_per_image_and_user_and_stays_bounded() {
     assert!(c.get(&k("sha256:x", "1999")).is_some());
     assert!(c.get(&k("sha256:x", "0")).is_none(), "never cleared");
 }
+
+#[test]
+fn device_arguments_in_dockers_forms() {
+    use super::{parse_device, Device, DeviceRequest};
+    let host = |h: &str, c: &str, p: &str| {
+        DeviceRequest::Host(Device {
+            host_path: h.into(),
+            container_path: c.into(),
+            permissions: p.into(),
+        })
+    };
+    assert_eq!(
+        parse_device("/dev/fuse").unwrap(),
+        host("/dev/fuse", "/dev/fuse", "rwm")
+    );
+    assert_eq!(
+        parse_device("/dev/fuse:r").unwrap(),
+        host("/dev/fuse", "/dev/fuse", "r")
+    );
+    assert_eq!(
+        parse_device("/dev/sdc:/dev/xvdc").unwrap(),
+        host("/dev/sdc", "/dev/xvdc", "rwm")
+    );
+    assert_eq!(
+        parse_device("/dev/sdc:/dev/xvdc:rw").unwrap(),
+        host("/dev/sdc", "/dev/xvdc", "rw")
+    );
+    assert_eq!(
+        parse_device("nvidia.com/gpu=all").unwrap(),
+        DeviceRequest::Cdi("nvidia.com/gpu=all".into())
+    );
+    for bad in [
+        "gpu",
+        "nvidia.com/gpu",
+        "=x",
+        "a/b/c=x",
+        "/dev/a:/dev/b:rw:x",
+    ] {
+        assert!(parse_device(bad).is_err(), "{bad}");
+    }
+}
