@@ -189,3 +189,39 @@ pub fn pod_leftovers(d: &CriDaemon) -> Vec<String> {
     );
     v
 }
+
+/// RemovePodSandbox, which must succeed.
+pub async fn remove_pod(c: &mut Cri, id: &str) {
+    c.rt.remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+/// ListPodSandbox without a filter.
+pub async fn pods(c: &mut Cri) -> Vec<pb::PodSandbox> {
+    c.rt.list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
+/// How many containers ListContainers shows.
+pub async fn containers(c: &mut Cri) -> usize {
+    c.rt.list_containers(pb::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len()
+}
+
+/// The runtime's Status response.
+pub async fn runtime_status(c: &mut Cri) -> pb::StatusResponse {
+    c.rt.status(pb::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+}

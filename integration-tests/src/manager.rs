@@ -344,3 +344,15 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// `berth run --rm ARGS`: exit code, stdout and stderr.
+pub fn run_rm(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(args);
+    let out = d.cli(&a);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -62,12 +62,7 @@ async fn sh(c: &mut berth_integration_tests::cri::Cri, id: &str, script: &str) -
 #[tokio::test]
 async fn recursive_read_only_mounts_and_swap_at_the_memory_limit() {
     let mut s = setup(5).await;
-    let st =
-        s.c.rt
-            .status(pb::StatusRequest { verbose: false })
-            .await
-            .unwrap()
-            .into_inner();
+    let st = runtime_status(&mut s.c).await;
     let features = st.runtime_handlers[0].features.unwrap();
     assert!(features.recursive_read_only_mounts && !features.user_namespaces);
 
@@ -139,21 +134,7 @@ async fn recursive_read_only_mounts_and_swap_at_the_memory_limit() {
         "a refused container was kept"
     );
 
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
-}
-
-async fn containers(c: &mut berth_integration_tests::cri::Cri) -> usize {
-    c.rt.list_containers(pb::ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len()
+    remove_pod(&mut s.c, &pod).await;
 }
 
 #[tokio::test]
@@ -187,13 +168,7 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
     assert_eq!(code, Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("hostUsers"), "{msg}");
     assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
-    let pods =
-        s.c.rt
-            .list_pod_sandbox(pb::ListPodSandboxRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+    let pods = pods(&mut s.c).await;
     assert!(pods.is_empty(), "{pods:?}");
 
     let pc = pod_config("plain", s.logs.path(), vec![]);
@@ -235,12 +210,7 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
         0,
         "a refused container was kept"
     );
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut s.c, &pod).await;
 }
 
 /// SupplementalGroupsPolicy: Merge (the default) adds the groups the
@@ -249,12 +219,7 @@ async fn what_berth_cannot_honour_is_refused_not_ignored() {
 #[tokio::test]
 async fn supplemental_groups_policy_and_the_reported_user() {
     let mut s = setup(7).await;
-    let st =
-        s.c.rt
-            .status(pb::StatusRequest { verbose: false })
-            .await
-            .unwrap()
-            .into_inner();
+    let st = runtime_status(&mut s.c).await;
     assert!(st.features.unwrap().supplemental_groups_policy);
     let pc = pod_config("groups", s.logs.path(), vec![]);
     let pod = run_pod(&mut s.c, &pc).await.unwrap();
@@ -297,12 +262,7 @@ async fn supplemental_groups_policy_and_the_reported_user() {
             ("65534 4000".to_owned(), (65534, 65534, vec![65534, 4000])),
         ]
     );
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut s.c, &pod).await;
 }
 
 /// CDI devices from a vendor's spec (YAML) through the CRI field and the
@@ -394,12 +354,7 @@ devices:
         before,
         "a refused container was kept"
     );
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut s.c, &pod).await;
 }
 
 /// Image volumes: the image's files at a path, read-only, no exec, suid or
@@ -499,10 +454,5 @@ async fn image_volumes_are_read_only_views_of_an_image() {
         .await
         .unwrap();
     assert_eq!((views(&s.d), host_mounts(&s.d)), (0, 0));
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut s.c, &pod).await;
 }

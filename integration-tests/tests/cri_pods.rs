@@ -666,12 +666,7 @@ async fn bad_requests_get_a_clear_status_and_leave_nothing() {
     // Only the pod's infra is a container of the namespace.
     let ps = s.d.ok(&["-n", "k8s.io", "ps", "-a", "-q"]);
     assert_eq!(ps.lines().count(), 1, "{ps}");
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut s.c, &pod).await;
     assert!(pod_leftovers(&s.d).is_empty(), "{:?}", pod_leftovers(&s.d));
 }
 
@@ -902,10 +897,5 @@ async fn devices_memory_limits_and_log_rotation() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(log_lines(&rotated), frozen, "the old file still grows");
 
-    s.c.rt
-        .remove_pod_sandbox(pb::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut s.c, &pod).await;
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_integration_tests::fixtures::image;
-use berth_integration_tests::manager::Daemon;
+use berth_integration_tests::manager::{run_rm as run, Daemon};
 use berth_integration_tests::registry::Registry;
 use berth_integration_tests::{wait_until, Collector};
 
@@ -50,17 +50,6 @@ fn daemon() -> (Daemon, tempfile::TempDir) {
         "{out}"
     );
     (d, tmp)
-}
-
-fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let mut a = vec!["run", "--rm"];
-    a.extend_from_slice(args);
-    let out = d.cli(&a);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

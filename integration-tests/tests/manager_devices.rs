@@ -4,18 +4,7 @@
 //! the default device rules refuse it: opening it shows the rule was added.
 
 use berth_integration_tests::fixtures::image;
-use berth_integration_tests::manager::Daemon;
-
-fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let mut a = vec!["run", "--rm"];
-    a.extend_from_slice(args);
-    let out = d.cli(&a);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use berth_integration_tests::manager::{run_rm as run, Daemon};
 
 #[test]
 fn host_and_cdi_devices_reach_the_container() {
