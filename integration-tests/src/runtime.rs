@@ -71,7 +71,21 @@ impl Runtime {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--root").arg(self.root.path());
-        c.stdin(Stdio::null());
+        // An empty file of the test's own, not the host's /dev/null: a
+        // runtime chowns a user-namespaced container's stdio to its mapped
+        // root, and crun 1.8 (unlike runc and berth) does not skip
+        // /dev/null: given the host's, it leaves it owned by 100000
+        // (BERTH_TEST_RUNTIME may name crun).
+        let stdin = self.root.path().join("stdin");
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&stdin)
+        {
+            Ok(f) => c.stdin(f),
+            Err(_) => c.stdin(Stdio::null()),
+        };
         c
     }
 
