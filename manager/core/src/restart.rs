@@ -124,7 +124,7 @@ async fn restart(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> 
                 })
                 .map_err(TaskError::from)
             }
-            Ok(rec) if rec.label(PENDING) => restart_locked(m, ns, id).await,
+            Ok(rec) if rec.label(PENDING) => restart_locked(m, ns, id, count(&rec)).await,
             _ => Ok(()),
         }
     };
@@ -132,7 +132,10 @@ async fn restart(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> 
     result
 }
 
-async fn restart_locked(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), TaskError> {
+/// Replaces the exited task with a new one. `n` is the count this restart
+/// was recorded with: the new task may exit (and its exit record restart
+/// `n + 1`) before this returns, and that newer mark must stay.
+async fn restart_locked(m: &Arc<Manager>, ns: &str, id: &str, n: u32) -> Result<(), TaskError> {
     match task::delete(
         m,
         ns,
@@ -148,7 +151,9 @@ async fn restart_locked(m: &Arc<Manager>, ns: &str, id: &str) -> Result<(), Task
     }
     task::create(m, ns, id, "", true).await?;
     update_labels(m, ns, id, |r| {
-        r.labels.remove(PENDING);
+        if count(r) == n {
+            r.labels.remove(PENDING);
+        }
     })?;
     Ok(())
 }
