@@ -76,13 +76,9 @@ impl Runtime {
         // root, and crun 1.8 (unlike runc and berth) does not skip
         // /dev/null: given the host's, it leaves it owned by 100000
         // (BERTH_TEST_RUNTIME may name crun).
-        let stdin = self.root.path().join("stdin");
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&stdin)
-        {
+        // (An unlinked one: nothing is left in the runtime's root, which
+        // tests check stays empty.)
+        match tempfile::tempfile() {
             Ok(f) => c.stdin(f),
             Err(_) => c.stdin(Stdio::null()),
         };
