@@ -252,6 +252,30 @@ pub struct CreateRequest {
     pub runtime: Option<String>,
 }
 
+/// The image `name` for this host's platform, and its top layer's
+/// snapshot (none for an image without layers), which `driver` must have
+/// unpacked.
+pub(crate) fn unpacked_image(
+    m: &Manager,
+    ns: &str,
+    driver: Driver,
+    name: &str,
+) -> Result<(ImageRecord, image::Resolved, Option<String>), ContainerError> {
+    let img =
+        image::find(&m.meta, ns, name)?.ok_or_else(|| ImageError::NotFound(name.to_owned()))?;
+    let resolved = image::resolve_local(&m.content, &img.target, &Platform::host())?;
+    let top = image::chain_ids(&resolved.diff_ids).last().cloned();
+    if let Some(t) = &top {
+        if !m.snapshots.exists(ns, driver, t)? {
+            return Err(ContainerError::NotUnpacked {
+                image: img.name.clone(),
+                snapshotter: driver.name().into(),
+            });
+        }
+    }
+    Ok((img, resolved, top))
+}
+
 pub async fn create(
     m: &Arc<Manager>,
     ns: &str,
@@ -273,18 +297,7 @@ pub async fn create(
     } else {
         &req.snapshotter
     })?;
-    let img = image::find(&m.meta, ns, &req.image)?
-        .ok_or_else(|| ImageError::NotFound(req.image.clone()))?;
-    let resolved = image::resolve_local(&m.content, &img.target, &Platform::host())?;
-    let top = image::chain_ids(&resolved.diff_ids).last().cloned();
-    if let Some(t) = &top {
-        if !m.snapshots.exists(ns, driver, t)? {
-            return Err(ContainerError::NotUnpacked {
-                image: img.name.clone(),
-                snapshotter: driver.name().into(),
-            });
-        }
-    }
+    let (img, resolved, top) = unpacked_image(m, ns, driver, &req.image)?;
     let config = image::config(
         &resolved.config,
         &m.content

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use nix::mount::MsFlags;
 
 use crate::container::{dir, ContainerError};
-use crate::image::{self, ImageError, Platform};
 use crate::lease::{self, Resource};
 use crate::snapshot::{Driver, Kind, Mount};
 use crate::spec::{Bind, ImageVolume};
@@ -70,13 +69,11 @@ fn prepare_one(
     if !v.destination.starts_with('/') {
         return Err(ContainerError::ImageVolumePath(v.destination.clone()));
     }
-    let img =
-        image::find(&m.meta, ns, &v.image)?.ok_or_else(|| ImageError::NotFound(v.image.clone()))?;
-    let resolved = image::resolve_local(&m.content, &img.target, &Platform::host())?;
-    let top = image::chain_ids(&resolved.diff_ids).last().cloned();
-    let Some(top) = top.filter(|t| m.snapshots.exists(ns, driver, t).unwrap_or(false)) else {
+    // A layerless image has nothing to show: refused as not unpacked.
+    let (img, _, top) = crate::container::unpacked_image(m, ns, driver, &v.image)?;
+    let Some(top) = top else {
         return Err(ContainerError::NotUnpacked {
-            image: img.name.clone(),
+            image: img.name,
             snapshotter: driver.name().into(),
         });
     };

@@ -111,11 +111,7 @@ fn create_with(g: &Global, a: &CreateArgs, own_tty: bool) -> Result<(Container, 
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
     let all_binds = plan.in_userns() && plan.new_mount;
     let bind_sources =
-        if all_binds || crate::rootfs::BindSources::any_idmapped(mounts, spec.linux().as_ref())? {
-            crate::rootfs::BindSources::open(mounts, &bundle.dir, spec.linux().as_ref(), all_binds)?
-        } else {
-            crate::rootfs::BindSources::default()
-        };
+        crate::rootfs::BindSources::open(mounts, &bundle.dir, spec.linux().as_ref(), all_binds)?;
     let (parent, child) = Channel::pair()?;
     let parent_end = parent.raw();
     cleanup.cgroup = Some(&cgroup);

@@ -80,17 +80,6 @@ impl BindSources {
         Ok(BindSources(out))
     }
 
-    /// Whether any mount of `mounts` is idmapped (checked as `open` does).
-    pub fn any_idmapped(mounts: &[Mount], linux: Option<&Linux>) -> Result<bool, RootfsError> {
-        for m in mounts {
-            let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
-            if idmap::wanted(m, &opts, linux)?.is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// The detached tree for the spec's mount number `i`, if any.
     pub fn get(&self, i: usize) -> Option<&OwnedFd> {
         self.0.get(i).and_then(Option::as_ref)

@@ -298,19 +298,13 @@ fn mounts(i: &Inputs<'_>) -> Result<Vec<Mount>, SpecError> {
         }
         let mode = if m.readonly { "ro" } else { "rw" };
         let prop = propagation(&m.propagation)?;
+        let mut options = vec!["rbind", prop, mode];
         if m.recursive_readonly {
             if !m.readonly || prop != "rprivate" {
                 return Err(SpecError::BadRecursiveReadonly(m.destination.clone()));
             }
-            v.push(mount(
-                &m.destination,
-                "bind",
-                &m.source,
-                &["rbind", prop, mode, "rro"],
-            )?);
-            continue;
+            options.push("rro");
         }
-        let mut options = vec!["rbind", prop, mode];
         options.extend(m.options.iter().map(String::as_str));
         v.push(mount(&m.destination, "bind", &m.source, &options)?);
     }

@@ -303,6 +303,12 @@ fn memory_swap(r: &cri::LinuxContainerResources, swap_controller: bool) -> i64 {
 /// Whether the kernel accounts swap per cgroup: v1's `memory.memsw.*`
 /// (swapaccount), or v2's `memory.swap.max` beside the daemon's own cgroup.
 fn swap_controller() -> bool {
+    // A fact of the host's cgroups, looked up once, not at every create.
+    static SWAP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SWAP.get_or_init(probe_swap_controller)
+}
+
+fn probe_swap_controller() -> bool {
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if !v2 {
         return Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
@@ -325,6 +331,11 @@ fn swap_controller() -> bool {
 /// hierarchy, or v2's controllers on a unified host. (A hybrid host's v2
 /// mount, as this project's CI machine has, is not used for limits.)
 fn hugetlb_controller() -> bool {
+    static HUGETLB: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HUGETLB.get_or_init(probe_hugetlb_controller)
+}
+
+fn probe_hugetlb_controller() -> bool {
     let root = Path::new("/sys/fs/cgroup");
     match std::fs::read_to_string(root.join("cgroup.controllers")) {
         Ok(c) => c.split_whitespace().any(|x| x == "hugetlb"),
