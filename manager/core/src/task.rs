@@ -449,9 +449,20 @@ async fn cleanup_bundle(bundle: &Path) {
         tracing::warn!(bundle = %bundle.display(), "rootfs still mounted; bundle kept");
         return;
     }
-    if let Err(e) = std::fs::remove_dir_all(bundle) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(bundle = %bundle.display(), error = %e, "bundle not removed");
+    // The task's event follower may still be recording a sequence number
+    // it had read before delete took the task out: a file it makes while
+    // the tree is removed fails the last rmdir, so try again.
+    for attempt in 0..3 {
+        match std::fs::remove_dir_all(bundle) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 2 => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                tracing::warn!(bundle = %bundle.display(), error = %e, "bundle not removed");
+                return;
+            }
         }
     }
 }
@@ -585,7 +596,9 @@ fn spawn_forwarder(m: Arc<Manager>, ns: String, id: String, h: Handle) {
                     _ => None,
                 };
                 m.events.publish(e);
-                if h.bundle.exists() {
+                // Not once delete has taken the task out: its bundle is
+                // being removed, and a file written meanwhile would keep it.
+                if m.tasks.exists(&ns, &id) && h.bundle.exists() {
                     write_seq(&h.bundle, after);
                 }
                 if let Some(status) = init_exit {
